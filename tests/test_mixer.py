@@ -1,0 +1,261 @@
+"""TransformMix: the contract of mix(), the method's invariants, dtypes, modes and errors."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TinyClassifier, blob_batch
+
+from tmix_aug import MixResult, TransformMix
+from tmix_aug.mixer import MODES, warp
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def searched_like(mixer: TransformMix, seed: int = 0) -> TransformMix:
+    """Give a mixer random (non-identity) last layers, as a search would."""
+    torch.manual_seed(seed)
+    for net in (mixer.stn, mixer.mpn):
+        if net is not None:
+            torch.nn.init.normal_(net.head.weight, std=0.3)
+            torch.nn.init.normal_(net.head.bias, std=0.3)
+    return mixer
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_result_contract(k):
+    x, y = blob_batch(n=7, num_classes=5)
+    mixer = searched_like(TransformMix(5, k=k, size=16))
+    out = mixer.mix(x, y, generator=gen())
+    assert isinstance(out, MixResult)
+    n, c, h, w = x.shape
+    assert out.images.shape == (n, c, h, w) and out.images.dtype == x.dtype
+    assert out.targets.shape == (n, 5) and out.masks.shape == (n, k, h, w)
+    assert out.thetas.shape == (n, k, 2, 3) and out.lam.shape == (n, k)
+    assert out.index.shape == (n, k) and out.index.dtype == torch.int64
+    assert out.saliency.shape == (n, k, 16, 16)
+    torch.testing.assert_close(out.masks.sum(1), torch.ones(n, h, w))
+    torch.testing.assert_close(out.targets.sum(1), torch.ones(n))
+    torch.testing.assert_close(out.lam.sum(1), torch.ones(n))
+    assert torch.equal(out.index[:, 0], torch.arange(n))
+    assert all(len(set(row.tolist())) == k for row in out.index)
+    expected = sum(out.lam[:, j, None] * F.one_hot(y[out.index[:, j]], 5).float() for j in range(k))
+    torch.testing.assert_close(out.targets, expected)
+    assert out.saliency.min() >= 0 and out.saliency.max() <= 1
+
+
+def test_forward_returns_images_and_targets_like_timm_mixup(batch):
+    x, y = batch
+    mixer = TransformMix(5)
+    torch.manual_seed(3)
+    images, targets = mixer(x, y)
+    torch.manual_seed(3)
+    out = mixer.mix(x, y)
+    assert torch.equal(images, out.images) and torch.equal(targets, out.targets)
+
+
+def test_unsearched_mixer_is_a_hand_computed_blend(batch):
+    """Identity transforms and masks equal to lambda everywhere: the mix is sum_k lam_k x_k."""
+    x, y = batch
+    out = TransformMix(5, k=3).mix(x, y, generator=gen(1))
+    identity = torch.eye(2, 3).expand_as(out.thetas)
+    assert torch.equal(out.thetas, identity)
+    torch.testing.assert_close(out.masks, out.lam[:, :, None, None].expand_as(out.masks))
+    by_hand = sum(out.lam[:, j, None, None, None] * x[out.index[:, j]] for j in range(3))
+    torch.testing.assert_close(out.images, by_hand)
+
+
+def test_warp_moves_a_blob_where_theta_says():
+    x = torch.zeros(1, 1, 1, 32, 32)
+    x[..., 12:20, 12:20] = 1.0  # centred square
+    shift = 0.5  # affine_grid maps output to input: output(p) = input(p + t)
+    theta = torch.tensor([[[[1.0, 0.0, shift], [0.0, 1.0, 0.0]]]])
+    moved = warp(x, theta)[0, 0, 0]
+    assert moved.shape == (32, 32)
+    cols = moved.sum(0)
+    centre = (cols * torch.arange(32)).sum() / cols.sum()
+    # x_in = x_out + 0.5 in [-1, 1] units = 8 pixels: the square moves 8 pixels left.
+    assert abs(centre.item() - (15.5 - 8)) < 0.1
+    assert torch.allclose(moved.sum(), torch.tensor(64.0), atol=1e-4)
+    zoom = torch.tensor([[[[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]]])  # samples a 2x wider field: halves the square
+    assert abs(warp(x, zoom).sum().item() - 16.0) < 0.5
+
+
+def test_gradients_reach_both_networks_through_a_frozen_teacher(batch):
+    x, y = batch
+    teacher = TinyClassifier().eval().requires_grad_(False)
+    mixer = searched_like(TransformMix(5, saliency=teacher)).train()
+    out = mixer.mix(x, y, generator=gen())
+    loss = torch.sum(-out.targets * teacher(out.images).log_softmax(-1), -1).mean()
+    loss.backward()
+    for name, parameter in mixer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_eval_mode_builds_no_graph_and_moves_nothing_into_the_mixer(batch):
+    x, y = batch
+    mixer = searched_like(TransformMix(5))
+    assert not mixer.training
+    out = mixer.mix(x, y)
+    assert out.images.grad_fn is None and out.masks.grad_fn is None
+    with torch.no_grad():
+        assert mixer.train().mix(x, y).images.grad_fn is None
+
+
+def test_generator_reproduces_a_mix(batch):
+    x, y = batch
+    mixer = searched_like(TransformMix(5))
+    a, b, c = (mixer.mix(x, y, generator=gen(s)) for s in (4, 4, 5))
+    assert torch.equal(a.images, b.images) and torch.equal(a.index, b.index) and torch.equal(a.thetas, b.thetas)
+    assert not torch.equal(a.lam, c.lam)
+
+
+def test_noise_makes_transforms_differ_between_draws(batch):
+    x, y = batch
+    mixer = searched_like(TransformMix(5))
+    torch.nn.init.normal_(mixer.stn.features[0].weight, std=1.0)
+    a = mixer.mix(x, y, generator=gen(0))
+    b = mixer.mix(x, y, generator=gen(1))
+    assert not torch.allclose(a.thetas, b.thetas)
+
+
+def test_prob_leaves_the_other_samples_unmixed():
+    x, y = blob_batch(n=32)
+    out = searched_like(TransformMix(5, prob=0.5)).mix(x, y, generator=gen(2))
+    unmixed = out.lam[:, 0] == 1.0
+    assert 4 < int(unmixed.sum()) < 28
+    assert torch.equal(out.images[unmixed], x[unmixed])
+    assert torch.equal(out.targets[unmixed], F.one_hot(y[unmixed], 5).float())
+    assert torch.equal(out.thetas[unmixed], torch.eye(2, 3).expand(int(unmixed.sum()), 2, 2, 3))
+    none = TransformMix(5, prob=0.0).mix(x, y)
+    assert torch.equal(none.images, x)
+
+
+def test_batch_of_one_passes_through_unmixed():
+    x, y = blob_batch(n=1)
+    out = searched_like(TransformMix(5)).mix(x, y)
+    assert torch.equal(out.images, x)
+    assert torch.equal(out.targets, F.one_hot(y, 5).float())
+
+
+def test_soft_targets_and_label_smoothing(batch):
+    x, y = batch
+    soft = torch.softmax(torch.randn(len(y), 5), dim=1)
+    out = TransformMix(5, label_smoothing=0.1).mix(x, soft, generator=gen())
+    smoothed = soft * 0.9 + 0.1 / 5
+    expected = sum(out.lam[:, j, None] * smoothed[out.index[:, j]] for j in range(2))
+    torch.testing.assert_close(out.targets, expected)
+    torch.testing.assert_close(out.labels, smoothed)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_images_keep_their_dtype_with_float32_networks(batch, dtype):
+    x, y = batch
+    mixer = searched_like(TransformMix(5))
+    out = mixer.mix(x.to(dtype), y, generator=gen())
+    assert out.images.dtype == dtype and out.targets.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in mixer.parameters())
+    reference = mixer.mix(x.to(dtype).float(), y, generator=gen())
+    torch.testing.assert_close(out.images.float(), reference.images, atol=0.05, rtol=0.05)
+
+
+def test_channels_last_and_autocast(batch):
+    x, y = batch
+    mixer = searched_like(TransformMix(5))
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out = mixer.mix(cl, y, generator=gen())
+    assert out.images.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.images, mixer.mix(x, y, generator=gen()).images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = mixer.mix(x, y, generator=gen())
+    assert auto.images.dtype == torch.float32
+    torch.testing.assert_close(auto.images, mixer.mix(x, y, generator=gen()).images)
+
+
+def test_any_channels_and_non_square_images():
+    x = torch.rand(4, 1, 20, 36)
+    y = torch.tensor([0, 1, 2, 3])
+    out = searched_like(TransformMix(4, k=2)).mix(x, y)
+    assert out.images.shape == (4, 1, 20, 36) and out.masks.shape == (4, 2, 20, 36)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ablation_modes(mode, batch):
+    x, y = batch
+    mixer = TransformMix(5, mode=mode)
+    assert (mixer.stn is not None) == (mode in ("transformmix", "stn-only"))
+    assert (mixer.mpn is not None) == (mode in ("transformmix", "mpn-only"))
+    out = mixer.mix(x, y, generator=gen())
+    torch.testing.assert_close(out.masks.sum(1), torch.ones(len(x), *x.shape[-2:]))
+
+
+def test_saliency_softmax_masks_show_the_salient_part():
+    """With equal lambdas, each input's mask is larger where its own saliency is higher."""
+    x = torch.zeros(2, 3, 32, 32)
+    x[0, :, 2:12, 2:12] = 1.0
+    x[1, :, 20:30, 20:30] = 1.0
+    y = torch.tensor([0, 1])
+    brightness = lambda images, targets: images.mean(1)  # noqa: E731 (a saliency callable)
+    mixer = TransformMix(2, mode="saliency-softmax", alpha=1000.0, saliency=brightness)  # lambda ~ 0.5
+    out = mixer.mix(x, y, generator=gen())
+    assert out.masks[0, 0, 5:9, 5:9].min() > 0.9  # sample 0's own object
+    assert out.masks[0, 1, 23:27, 23:27].min() > 0.9  # its partner's object
+
+
+def test_temperature_is_learned_and_positive():
+    mixer = TransformMix(5, init_temperature=0.3)
+    assert math.isclose(mixer.temperature.item(), 0.3, rel_tol=1e-6)
+    assert "log_temperature" in dict(mixer.named_parameters())
+
+
+def test_saliency_model_is_used_not_owned(teacher):
+    mixer = TransformMix(5, saliency=teacher)
+    assert all(not name.startswith("features") for name, _ in mixer.named_parameters())
+    assert not any(key.startswith("_saliency") for key in mixer.state_dict())
+
+
+@pytest.mark.parametrize(
+    "make, error, words",
+    [
+        (lambda x, y: (x[0], y), ValueError, "x: expected images of shape (N, C, H, W)"),
+        (lambda x, y: (x, y[:-1]), ValueError, "y: expected 6 labels"),
+        (lambda x, y: (x, y + 10), ValueError, "y: class indices must lie in [0, 5)"),
+        (lambda x, y: (x, y.float()), TypeError, "y: 1-D labels must be int64"),
+        (lambda x, y: (x, torch.rand(6, 3)), ValueError, "num_classes=5 columns"),
+        (lambda x, y: (x.masked_fill(x > 1.5, float("nan")), y), ValueError, "x: images contain NaN"),
+        (lambda x, y: (x.masked_fill(x > 1.5, float("inf")), y), ValueError, "x: images contain NaN or infinite"),
+        (lambda x, y: ((x * 255).byte(), y), TypeError, "x: expected a floating-point tensor"),
+        (lambda x, y: (x[:2], y[:2]), ValueError, "k: 3 inputs per mixed image need a batch of at least 3"),
+    ],
+)
+def test_bad_input_is_named(make, error, words, batch):
+    x, y = make(*batch)
+    with pytest.raises(error) as info:
+        TransformMix(5, k=3).mix(x, y)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"k": 1}, "k: expected an int >= 2"),
+        ({"alpha": 0}, "alpha: expected a number > 0"),
+        ({"prob": 1.5}, "prob: expected a number in [0, 1]"),
+        ({"label_smoothing": 1.0}, "label_smoothing: expected a number in [0, 1)"),
+        ({"mode": "puzzle"}, "mode: expected one of"),
+        ({"size": 4}, "size: expected an int >= 8"),
+        ({"saliency": 3}, "saliency"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, words):
+    with pytest.raises((ValueError, TypeError)) as info:
+        TransformMix(5, **kwargs)
+    assert words in str(info.value)
+
+
+def test_generator_must_be_on_the_cpu(batch):
+    with pytest.raises(TypeError, match="generator: expected a torch.Generator"):
+        TransformMix(5).mix(*batch, generator=123)
