@@ -163,7 +163,7 @@ def load_weights(module: nn.Module, directory: str | os.PathLike) -> None:
     module.load_state_dict(state)
 
 
-def _write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write) -> None:
     """Write through ``write(tmp_path)`` to a temporary name beside ``path``, then rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -201,10 +201,10 @@ def save(module: nn.Module, directory: str | os.PathLike, architecture: dict, *,
     directory.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, **architecture}
     state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
-    _write_atomic(directory / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt"}))
-    _write_atomic(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    write_atomic(directory / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt"}))
+    write_atomic(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     card = render_model_card(model_card, architecture)
-    _write_atomic(directory / CARD_NAME, lambda tmp: Path(tmp).write_text(card))
+    write_atomic(directory / CARD_NAME, lambda tmp: Path(tmp).write_text(card))
 
 
 def push(

@@ -1,0 +1,6 @@
+"""Learning mixers (the search stage): ``search(SearchConfig(...))`` or ``python -m tmix_aug.search``."""
+from .evaluate import compare_mixers
+from .loop import SearchConfig, search
+from .objective import SearchObjective
+
+__all__ = ["SearchConfig", "SearchObjective", "compare_mixers", "search"]

@@ -1,0 +1,45 @@
+"""Command line of the search: ``python -m tmix_aug.search`` / ``tmix-search`` (also under torchrun)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from .loop import SearchConfig, search
+
+HELP = {
+    "data_dir": "dataset root: an ImageFolder with train/ and validation/ (or val/) folders",
+    "dataset": "timm dataset name ('' for an ImageFolder, e.g. torch/cifar10)",
+    "teacher": "timm model name of the frozen teacher (tmix_aug's cifar_resnet20 etc. included)",
+    "teacher_checkpoint": "teacher weights: .safetensors, or a state dict loaded with weights_only=True",
+    "output": "directory of the learned mixer (config.json, model.safetensors, README.md, checkpoint/)",
+    "max_batches": "stop each epoch after this many batches (quick runs)",
+    "amp": "mixed precision for the teacher (default: on with CUDA)",
+    "resume": "continue from output/checkpoint",
+    "push_to_hub": "upload the mixer to this Hub repo id at the end",
+    "card_notes": "markdown file appended to the model card",
+    "val_samples": "held-out images used for the per-epoch comparison",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """Flags named after the fields of ``SearchConfig``, with its defaults (the paper's)."""
+    result = argparse.ArgumentParser(prog="tmix-search", description="Learn a TransformMix mixer under a frozen teacher.")
+    for field in dataclasses.fields(SearchConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if "bool" in str(field.type):
+            result.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=HELP.get(field.name))
+            continue
+        kind = {int: int, float: float}.get(type(field.default), str)
+        if field.name in ("max_batches",):
+            kind = int
+        result.add_argument(flag, type=kind, default=field.default, help=HELP.get(field.name, f"default: {field.default}"))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    search(SearchConfig(**vars(args)))
+
+
+if __name__ == "__main__":
+    main()

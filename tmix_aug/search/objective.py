@@ -1,0 +1,49 @@
+"""The search objective: the frozen teacher's soft-label cross-entropy on the mixer's images."""
+from __future__ import annotations
+
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from torch import Tensor, nn
+
+from ..mixer import TransformMix
+from ..result import MixResult
+
+
+class SearchObjective(nn.Module):
+    """Mixer + frozen teacher in one module, so DistributedDataParallel can wrap the step.
+
+    ``forward`` mixes a batch with gradients flowing into the mixer, runs the teacher on the
+    mixed images and returns CE(teacher(x_mixed), sum_k lambda_k y_k). The teacher stays in
+    eval mode and frozen whatever ``train()`` is called with.
+
+    Args:
+        mixer: the TransformMix being learned; its saliency should come from ``teacher``.
+        teacher: a classifier pre-trained on the dataset, sharing its label space.
+    """
+
+    def __init__(self, mixer: TransformMix, teacher: nn.Module) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.loss = SoftTargetCrossEntropy()
+
+    def train(self, mode: bool = True) -> "SearchObjective":
+        self.training = mode
+        self.mixer.train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, MixResult]:
+        """Mix and score one batch.
+
+        Args:
+            x: (N, C, H, W) images normalised for the teacher.
+            y: (N,) int64 labels.
+            generator: CPU generator for the mix draws.
+
+        Returns:
+            The mean loss (0-d) and the ``MixResult``.
+        """
+        result = self.mixer.mix(x, y, generator=generator)
+        logits = self.teacher(result.images)
+        return self.loss(logits.float(), result.targets), result
