@@ -4,5 +4,6 @@ from .collate import TransformMixCollate
 from .mixer import TransformMix
 from .mixing import BatchMixer
 from .result import MixResult
+from .transmix import TransMixLabels
 
-__all__ = ["BatchMixer", "MixResult", "TransformMix", "TransformMixCollate"]
+__all__ = ["BatchMixer", "MixResult", "TransMixLabels", "TransformMix", "TransformMixCollate"]

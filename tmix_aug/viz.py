@@ -57,7 +57,7 @@ def mix_panels(
     height, width = inputs.shape[-2:]
     index = result.index[:rows].cpu()
     thetas = result.thetas[:rows].detach().float().cpu()
-    originals = inputs[:rows].detach().float().cpu()[index]  # (rows, K, C, H, W)
+    originals = inputs.detach().float().cpu()[index]  # (rows, K, C, H, W)
     moved = warp(originals, thetas)
     columns = [to_display(originals[:, j], mean, std) for j in range(k)]
     if result.saliency.numel():

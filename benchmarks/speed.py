@@ -1,0 +1,136 @@
+"""Speed of making mixed batches, as ratios to timm's Mixup in the same run.
+
+    python benchmarks/speed.py [--repeats 7] [--device cpu] [--output benchmarks/results/speed.md]
+
+Two figures (issue 2, item 7):
+1. Mixing time per batch against timm's ``Mixup`` on the same batch (32x32 batch 128 and
+   224x224 batch 64): TransformMix with the saliency given (the mixing itself), with the
+   teacher-free spectral saliency, and with CAMs from a ResNet-50 (the model being trained).
+2. What "saliency from the network being trained" adds to a ResNet-50 224x224 training step.
+
+Each figure is the median of ``--repeats`` timings; methods are timed in interleaved order so
+that load from other processes hits all of them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import timm
+import torch
+from timm.data import Mixup
+
+from tmix_aug import TransformMix
+from tmix_aug.saliency import ClassActivationMap
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_times(functions: dict, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each function, timed in interleaved rounds after one warm-up call each."""
+    for function in functions.values():
+        function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            sync(device)
+            start = time.perf_counter()
+            function()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def mixing_table(size: int, batch: int, repeats: int, device: torch.device, resnet: torch.nn.Module) -> list[tuple[str, float]]:
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    timm_mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, num_classes=1000)
+    cached = torch.rand(batch, 7, 7, device=device)
+    given = TransformMix(1000, saliency=lambda images, targets: cached).to(device)
+    spectral = TransformMix(1000, saliency="spectral").to(device)
+    cam = TransformMix(1000, saliency=ClassActivationMap(resnet)).to(device)
+    with torch.no_grad():
+        times = median_times(
+            {
+                "timm Mixup": lambda: timm_mixup(x.clone(), y),
+                "TransformMix, saliency given (the mixing itself)": lambda: given(x, y),
+                "TransformMix, spectral saliency": lambda: spectral(x, y),
+                "TransformMix, CAM of a ResNet-50": lambda: cam(x, y),
+            },
+            repeats,
+            device,
+        )
+    base = times["timm Mixup"]
+    return [(name, seconds, seconds / base) for name, seconds in times.items()]
+
+
+def training_step_table(batch: int, repeats: int, device: torch.device, resnet: torch.nn.Module) -> list[tuple[str, float, float]]:
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    optimizer = torch.optim.SGD(resnet.parameters(), lr=1e-4, momentum=0.9)
+    loss_fn = timm.loss.SoftTargetCrossEntropy()
+    timm_mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, num_classes=1000)
+    mixer = TransformMix(1000, saliency=resnet).to(device)
+
+    def step(mix) -> None:
+        images, targets = mix(x, y)
+        loss = loss_fn(resnet(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    resnet.train()
+    times = median_times(
+        {
+            "ResNet-50 step with timm Mixup": lambda: step(lambda a, b: timm_mixup(a.clone(), b)),
+            "ResNet-50 step with TransformMix (CAM from the model itself)": lambda: step(mixer),
+        },
+        repeats,
+        device,
+    )
+    base = times["ResNet-50 step with timm Mixup"]
+    return [(name, seconds, seconds / base) for name, seconds in times.items()]
+
+
+def markdown(title: str, rows: list[tuple[str, float, float]], baseline: str) -> str:
+    lines = [f"### {title}", "", f"| method | median ms | ratio to {baseline} |", "|---|---|---|"]
+    lines += [f"| {name} | {seconds * 1000:.1f} | {ratio:.2f}x |" for name, seconds, ratio in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--step-batch", type=int, default=32)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", default="benchmarks/results/speed.md")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    resnet = timm.create_model("resnet50", num_classes=1000).to(device)
+    sections = [
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}, "
+        f"torch {torch.__version__}, timm {timm.__version__}; median of {args.repeats} interleaved repeats.\n",
+        markdown("Mixing one batch: 32x32, batch 128", mixing_table(32, 128, args.repeats, device, resnet.eval()), "timm Mixup"),
+        markdown("Mixing one batch: 224x224, batch 64", mixing_table(224, 64, args.repeats, device, resnet.eval()), "timm Mixup"),
+        markdown(
+            f"A ResNet-50 training step, 224x224, batch {args.step_batch}",
+            training_step_table(args.step_batch, max(3, args.repeats // 2), device, resnet),
+            "the step with timm Mixup",
+        ),
+    ]
+    text = "\n".join(sections)
+    print(text)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("# Speed\n\n" + __doc__.split("\n\n", 1)[1] + "\n" + text)
+
+
+if __name__ == "__main__":
+    main()
