@@ -3,6 +3,9 @@ import pytest
 import torch
 from torch import nn
 
+# The suite's tensors are tiny: one thread avoids thread start-up costs and oversubscription.
+torch.set_num_threads(1)
+
 
 def blob_batch(n: int = 6, channels: int = 3, size: int = 24, num_classes: int = 5, seed: int = 0):
     """(N, C, H, W) images with one bright square each at a random place, and int64 labels."""
