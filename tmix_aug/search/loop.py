@@ -19,6 +19,7 @@ from timm.data import create_dataset, create_transform, resolve_data_config
 from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+from torchvision.transforms import Compose, RandomHorizontalFlip
 from tqdm import tqdm
 
 from ..baselines import CutMix, Mixup
@@ -126,8 +127,10 @@ def build_datasets(config: SearchConfig, teacher: nn.Module) -> tuple[Dataset, D
     train = create_dataset(config.dataset, root=config.data_dir, split=config.train_split, is_training=True)
     held_out = create_dataset(config.dataset, root=config.data_dir, split=config.val_split, is_training=False)
     size = data_config["input_size"][-2:]
-    train.transform = create_transform(size, is_training=True, scale=(0.5, 1.0), hflip=0.5, mean=data_config["mean"], std=data_config["std"], interpolation="bilinear")
     held_out.transform = create_transform(size, is_training=False, crop_pct=1.0, mean=data_config["mean"], std=data_config["std"], interpolation="bilinear")
+    # Search images are the teacher's clean view, flipped at random (ours): random crops and
+    # colour jitter lower the frozen teacher's accuracy and make the objective noisier.
+    train.transform = Compose([RandomHorizontalFlip(), *held_out.transform.transforms])
     return train, held_out, data_config
 
 
