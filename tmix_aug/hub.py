@@ -17,6 +17,8 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
+from .atomic import write_atomic
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
@@ -161,18 +163,6 @@ def load_weights(module: nn.Module, directory: str | os.PathLike) -> None:
             f"missing {missing}, unexpected {unexpected}, wrong shape {wrong}"
         )
     module.load_state_dict(state)
-
-
-def write_atomic(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` to a temporary name beside ``path``, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 DEFAULT_CARD = """# TransformMix mixer

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from .atomic import write_atomic
 from .mixer import warp
 from .result import MixResult
 
@@ -113,7 +114,4 @@ def save_mix_grid(
         draw.text((column * cell + 3, 1), title, fill="black")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    canvas.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: canvas.save(tmp, format="PNG"))

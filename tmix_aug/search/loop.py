@@ -23,7 +23,7 @@ from torchvision.transforms import Compose, RandomHorizontalFlip
 from tqdm import tqdm
 
 from ..baselines import CutMix, Mixup
-from ..hub import write_atomic
+from ..atomic import write_atomic
 from ..mixer import MODES, TransformMix
 from ..viz import save_mix_grid
 from .card import search_card
