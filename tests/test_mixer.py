@@ -56,15 +56,30 @@ def test_forward_returns_images_and_targets_like_timm_mixup(batch):
     assert torch.equal(images, out.images) and torch.equal(targets, out.targets)
 
 
-def test_unsearched_mixer_is_a_hand_computed_blend(batch):
-    """Identity transforms and masks equal to lambda everywhere: the mix is sum_k lam_k x_k."""
+def test_flat_saliency_and_identity_transforms_give_a_hand_computed_blend(batch):
+    """Constant masks equal to lambda everywhere: the mix is sum_k lam_k x_k (Mixup)."""
     x, y = batch
-    out = TransformMix(5, k=3).mix(x, y, generator=gen(1))
+    flat = lambda images, targets: torch.zeros(images.shape[0], 3, 3)  # noqa: E731
+    out = TransformMix(5, k=3, saliency=flat).mix(x, y, generator=gen(1))
     identity = torch.eye(2, 3).expand_as(out.thetas)
     assert torch.equal(out.thetas, identity)
     torch.testing.assert_close(out.masks, out.lam[:, :, None, None].expand_as(out.masks))
     by_hand = sum(out.lam[:, j, None, None, None] * x[out.index[:, j]] for j in range(3))
     torch.testing.assert_close(out.images, by_hand)
+
+
+def test_unsearched_masks_are_a_softmax_over_saliency_and_log_lambda():
+    """Zero-initialised last layers: masks = softmax(saliency / tau + log lambda) (ours)."""
+    x = torch.rand(4, 3, 16, 16)
+    y = torch.tensor([0, 1, 2, 3])
+    brightness = lambda images, targets: images.mean(1)  # noqa: E731
+    mixer = TransformMix(4, saliency=brightness, size=16, init_temperature=0.5)
+    out = mixer.mix(x, y, generator=gen(2))
+    s = x.mean(1)
+    s = (s - s.amin((1, 2), keepdim=True)) / (s.amax((1, 2), keepdim=True) - s.amin((1, 2), keepdim=True))
+    logits = s[out.index] / 0.5 + out.lam.log()[:, :, None, None]
+    torch.testing.assert_close(out.masks, logits.softmax(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.saliency, s[out.index], atol=1e-6, rtol=1e-6)
 
 
 def test_warp_moves_a_blob_where_theta_says():

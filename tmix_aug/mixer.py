@@ -54,9 +54,10 @@ class TransformMix(BatchMixer):
     from the warped saliency and lambda; the mixed image is ``sum_k mask_k * warp_k(x_k)``
     and its target ``sum_k lambda_k * y_k``.
 
-    Mask logits are ``f / tau + log(lambda)`` (ours): f is the mask net's output (or the
-    saliency in the modes without it) and tau the learned temperature. With the zero-initialised
-    last layers, an unsearched mixer is therefore exactly Mixup, and the search starts there.
+    Mask logits are ``(s + g) / tau + log(lambda)`` (ours): s is the (warped) saliency, g the
+    mask net's correction (0 in the modes without it) and tau the learned temperature. With
+    the zero-initialised last layers, an unsearched mixer is the paper's "softmax over
+    saliency" ablation, which already beats Mixup, and the search starts there.
 
     The mixer starts in eval mode: as an augmentation no gradient flows into its networks
     and it builds no autograd graph. ``mixer.train()`` (the search does it) lets gradients
@@ -97,7 +98,7 @@ class TransformMix(BatchMixer):
         mpn_channels: int = 32,
         mpn_layers: int = 3,
         mpn_kernel: int = 3,
-        init_temperature: float = 0.1,
+        init_temperature: float = 0.3,
         check_inputs: bool | None = None,
     ) -> None:
         super().__init__(
@@ -211,7 +212,7 @@ class TransformMix(BatchMixer):
             scores = saliency
             inputs = x[draw.index].float()
         if self.mpn is not None:
-            scores = self.mpn(torch.cat([scores, lam_planes], dim=1))
+            scores = scores + self.mpn(torch.cat([scores, lam_planes], dim=1))
         logits = scores / self.temperature + draw.lam.clamp_min(1e-12).log()[:, :, None, None]
         masks = F.interpolate(logits.softmax(dim=1), size=x.shape[-2:], mode="bilinear", align_corners=False)
         masks = keep_unmixed(masks, draw.mixed)

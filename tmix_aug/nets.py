@@ -69,8 +69,8 @@ class MaskNet(nn.Module):
     """Mask prediction network: warped saliency and lambda planes -> K mask logits per pixel.
 
     ``layers`` conv layers of ``channels`` channels with ReLU, padding that keeps S x S, then a
-    1x1 conv to K channels. The 1x1 conv starts at zero (ours), so an unsearched mixer's
-    masks follow lambda alone (see ``TransformMix``).
+    1x1 conv to K channels: a correction added to the saliency (see ``TransformMix``). The
+    1x1 conv starts at zero (ours), so the search starts from masks that follow the saliency.
 
     Args:
         in_channels: input planes (2K: K warped saliency maps, K lambda planes).

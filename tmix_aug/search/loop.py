@@ -135,11 +135,10 @@ def build_datasets(config: SearchConfig, teacher: nn.Module) -> tuple[Dataset, D
 
 
 def held_out_subset(dataset: Dataset, samples: int, seed: int) -> Dataset:
-    """A fixed random subset of at most ``samples`` items."""
-    if len(dataset) <= samples:
-        return dataset
-    order = np.random.default_rng(seed).permutation(len(dataset))[:samples]
-    return Subset(dataset, sorted(order.tolist()))
+    """A fixed random subset of at most ``samples`` items, in random order."""
+    # Random order on purpose: a sorted subset of a class-sorted folder would make most
+    # batches, and so most mixed pairs, a single class.
+    return Subset(dataset, np.random.default_rng(seed).permutation(len(dataset))[:samples].tolist())
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
