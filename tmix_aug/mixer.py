@@ -4,17 +4,17 @@ from __future__ import annotations
 import math
 import os
 from contextlib import nullcontext
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hub
-from .mixing import BatchMixer, MixedImages, blend, identity_thetas, keep_unmixed
+from .mixing import BatchMixer, MixedImages, UsesSaliency, blend, identity_thetas, keep_unmixed
 from .nets import LocalizationNet, MaskNet
 from .sampling import MixDraw, device_generator
-from .saliency import create_saliency, resize_and_normalize
+from .saliency import resize_and_normalize
 
 MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
 """What decides the masks and whether inputs move (the paper's ablation rows):
@@ -45,7 +45,7 @@ def warp(x: Tensor, thetas: Tensor) -> Tensor:
     return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view(n, k, c, h, w)
 
 
-class TransformMix(BatchMixer):
+class TransformMix(UsesSaliency, BatchMixer):
     """TransformMix (Cheung & Yeung, arXiv 2403.12429) as a batch augmentation layer.
 
     For each sample: pick K - 1 partners and Dirichlet(alpha) label weights lambda; compute
@@ -149,23 +149,6 @@ class TransformMix(BatchMixer):
         self.log_temperature = nn.Parameter(torch.tensor(math.log(init_temperature)))
         self.saliency = saliency
         self.train(False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "saliency":  # nn.Module.__setattr__ would register a model as a submodule
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    @property
-    def saliency(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """The saliency source: ``(images (N,C,H,W), targets (N,num_classes)) -> (N, h, w)``."""
-        return self._saliency
-
-    @saliency.setter
-    def saliency(self, spec: Any) -> None:
-        # Stored outside nn.Module's registry on purpose: a classifier used for saliency
-        # (often the model being trained) must not move, train or save with the mixer.
-        object.__setattr__(self, "_saliency", create_saliency(spec))
 
     @property
     def temperature(self) -> Tensor:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from .checks import check_images, check_labels, check_positive, check_probability
 from .result import MixResult, mix_labels, smooth_labels
+from .saliency import create_saliency
 from .sampling import MixDraw, check_generator, draw_mix
 
 
@@ -169,3 +171,26 @@ def keep_unmixed(masks: Tensor, mixed: Tensor) -> Tensor:
     own = torch.zeros_like(masks)
     own[:, 0] = 1.0
     return torch.where(mixed[:, None, None, None], masks, own)
+
+
+class UsesSaliency:
+    """Mixin for mixers with a ``saliency`` source (see ``tmix_aug.saliency.create_saliency``).
+
+    The source is kept out of nn.Module's registry on purpose: a classifier used for saliency
+    (often the model being trained) must not move, train or save with the mixer.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "saliency":  # nn.Module.__setattr__ would register a model as a submodule
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def saliency(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The saliency source: ``(images (N,C,H,W), targets (N,num_classes)) -> (N, h, w)``."""
+        return self._saliency
+
+    @saliency.setter
+    def saliency(self, spec: Any) -> None:
+        object.__setattr__(self, "_saliency", create_saliency(spec))
