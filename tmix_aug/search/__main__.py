@@ -17,7 +17,9 @@ HELP = {
     "resume": "continue from output/checkpoint",
     "push_to_hub": "upload the mixer to this Hub repo id at the end",
     "card_notes": "markdown file appended to the model card",
-    "val_samples": "held-out images used for the per-epoch comparison",
+    "val_samples": "held-out images used for the per-epoch comparison and to pick the best epoch",
+    "max_translation": "largest shift of a learned transform (normalised units, [-1, 1] spans the image)",
+    "max_linear": "largest change of each entry of a transform's 2x2 linear part",
 }
 
 

@@ -42,7 +42,8 @@ x, y = mixer(x, y)
 - Input: {tuple(data_config.get('input_size') or ())}, mean {data_config.get('mean')}, std {data_config.get('std')}.
 - Objective: the teacher's soft-label cross-entropy on mixed images against the lambda-mixed labels.
 - Optimiser: SGD, lr {config.lr}, momentum {config.momentum}, weight decay {config.weight_decay}, batch {config.batch_size}, constant learning rate; {state['epoch']} of {config.epochs} epochs run{'' if config.max_batches is None else f', at most {config.max_batches} batches per epoch'}.
-- Mixing: K = {config.k}, alpha = {config.alpha}, mode `{config.mode}`, working resolution S = {config.size}, seed {config.seed}.
+- Mixing: K = {config.k}, alpha = {config.alpha}, mode `{config.mode}`, working resolution S = {config.size}, transforms bounded by |t| <= {config.max_translation} and |A - I| <= {config.max_linear} per entry, seed {config.seed}.
+- These weights: epoch {state.get('best_epoch', '-')}, the lowest held-out objective of the run (the output keeps the best epoch; `checkpoint/` the latest, for `--resume`).
 
 ## Search curve
 Held-out CE: the teacher's cross-entropy on held-out images mixed by each method at the same

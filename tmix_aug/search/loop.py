@@ -23,7 +23,9 @@ from torchvision.transforms import Compose, RandomHorizontalFlip
 from tqdm import tqdm
 
 from ..baselines import CutMix, Mixup
+from .. import hub
 from ..atomic import write_atomic
+from ..hub import render_model_card
 from ..mixer import MODES, TransformMix
 from ..viz import save_mix_grid
 from .card import search_card
@@ -61,6 +63,8 @@ class SearchConfig:
     seed: int = 0
     val_samples: int = 2000
     max_batches: int | None = None
+    max_translation: float = 0.5
+    max_linear: float = 0.5
     amp: bool | None = None
     resume: bool = False
     push_to_hub: str | None = None
@@ -210,7 +214,16 @@ def search(
         train_dataset, val_dataset, data_config = build_datasets(config, teacher)
     val_dataset = held_out_subset(val_dataset, config.val_samples, config.seed)
 
-    mixer = TransformMix(num_classes, saliency=teacher, k=config.k, alpha=config.alpha, mode=config.mode, size=config.size).to(env.device)
+    mixer = TransformMix(
+        num_classes,
+        saliency=teacher,
+        k=config.k,
+        alpha=config.alpha,
+        mode=config.mode,
+        size=config.size,
+        max_translation=config.max_translation,
+        max_linear=config.max_linear,
+    ).to(env.device)
     objective = SearchObjective(mixer, teacher).train()
     step_module: nn.Module = objective
     if env.world_size > 1:
@@ -223,6 +236,7 @@ def search(
     scaler = torch.amp.GradScaler(env.device.type, enabled=use_amp and amp_dtype == torch.float16)
 
     checkpoint = Checkpoint(output)
+    notes = Path(config.card_notes).read_text() if config.card_notes else None
     state: dict[str, Any] = {"epoch": 0, "history": [], "config": dataclasses.asdict(config)}
     if config.resume and checkpoint.exists():
         state = checkpoint.load(mixer, optimizer)
@@ -303,18 +317,28 @@ def search(
         state["epoch"] = epoch + 1
         print(json.dumps(record), flush=True)
         write_atomic(output / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in state["history"])))
+        # The output holds the mixer of the best held-out objective so far (ours): with a
+        # teacher that has memorised its training images, the training objective can keep
+        # falling while the held-out one rises.
+        objective_now = held_out["transformmix"]["cross_entropy"]
+        improved = objective_now < state.get("best_held_out_ce", math.inf)
+        if improved:
+            state["best_held_out_ce"], state["best_epoch"] = objective_now, epoch + 1
         checkpoint.save(mixer, optimizer, state)
-        notes = Path(config.card_notes).read_text() if config.card_notes else None
-        mixer.save_pretrained(output, model_card=search_card(config, state, data_config, notes))
-        save_picture(mixer, val_dataset, data_config, output / "mixes.png", config.seed)
+        card = search_card(config, state, data_config, notes)
+        if improved:
+            mixer.save_pretrained(output, model_card=card)
+            save_picture(mixer, val_dataset, data_config, output / "mixes.png", config.seed)
+        else:
+            write_atomic(output / "README.md", lambda tmp: Path(tmp).write_text(render_model_card(card, mixer.architecture)))
 
-    mixer.eval()
-    if env.main and config.push_to_hub:
-        notes = Path(config.card_notes).read_text() if config.card_notes else None
-        mixer.push_to_hub(config.push_to_hub, model_card=search_card(config, state, data_config, notes))
+    if env.main:
+        hub.load_weights(mixer, output)
+        if config.push_to_hub:
+            mixer.push_to_hub(config.push_to_hub, model_card=search_card(config, state, data_config, notes))
     if env.world_size > 1:
         dist.barrier()
-    return mixer
+    return mixer.eval()
 
 
 @torch.no_grad()
