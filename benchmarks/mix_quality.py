@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
-from timm.data import create_transform, resolve_data_config
+from timm.data import create_dataset, create_transform, resolve_data_config
 from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 
 import tmix_aug  # noqa: F401  (registers the CIFAR models with timm)
 from tmix_aug import TransformMix
@@ -38,21 +38,29 @@ def main() -> None:
     parser.add_argument("--saliency-model", default=None, help="timm name of the CAM model (default: the judge)")
     parser.add_argument("--saliency-checkpoint", default=None)
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
+    parser.add_argument("--limit", type=int, default=0, help="use only N images (0: all)")
+    parser.add_argument(
+        "--exclude-held-out", type=int, default=0,
+        help="leave out the N images the search used to pick its best epoch (its --val-samples)",
+    )
+    parser.add_argument("--search-seed", type=int, default=0, help="the search's --seed (which images it held out)")
     parser.add_argument("--seeds", type=int, default=1, help="repeat with this many draws")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
 
-    dataset = ImageFolder(args.data_dir / args.split)
-    judge = timm.create_model(args.classifier, num_classes=len(dataset.classes), checkpoint_path=args.classifier_checkpoint).eval()
+    dataset = create_dataset("", root=str(args.data_dir), split=args.split)  # the search's reader and order
+    judge = timm.create_model(args.classifier, num_classes=len(dataset.reader.class_to_idx), checkpoint_path=args.classifier_checkpoint).eval()
     saliency_model = judge
     if args.saliency_model:
-        saliency_model = timm.create_model(args.saliency_model, num_classes=len(dataset.classes), checkpoint_path=args.saliency_checkpoint).eval()
+        saliency_model = timm.create_model(args.saliency_model, num_classes=len(dataset.reader.class_to_idx), checkpoint_path=args.saliency_checkpoint).eval()
     data_config = resolve_data_config(model=judge)
     dataset.transform = create_transform(data_config["input_size"][-2:], is_training=False, crop_pct=1.0, mean=data_config["mean"], std=data_config["std"])
+    # The search held out permutation(seed)[:val_samples] of this split; judge the others.
+    order = np.random.default_rng(args.search_seed).permutation(len(dataset))[args.exclude_held_out :]
     if args.limit:
-        dataset = torch.utils.data.Subset(dataset, range(min(args.limit, len(dataset))))
-    num_classes = len(ImageFolder(args.data_dir / args.split).classes)
+        order = order[: args.limit]
+    dataset = torch.utils.data.Subset(dataset, order.tolist())
+    num_classes = len(dataset.dataset.reader.class_to_idx)
     mixers = {
         "transformmix": TransformMix.from_pretrained(args.mixer, num_classes=num_classes, saliency=saliency_model),
         "mixup": Mixup(num_classes),
@@ -66,7 +74,8 @@ def main() -> None:
     lines = [
         f"Judge: `{args.classifier}` ({args.classifier_checkpoint}); saliency from "
         f"`{args.saliency_model or args.classifier}`; mixer `{args.mixer}`; {rows[0]['mixup']['images']} "
-        f"images of {args.data_dir / args.split}; {args.seeds} draw(s), mean shown.",
+        f"images of {args.data_dir / args.split} (leaving out the {args.exclude_held_out} the search "
+        f"used to pick its epoch); {args.seeds} draw(s), mean shown.",
         "",
         "| method | cross-entropy (lower is better) | top-2 recovers both classes | top-1 is one of them |",
         "|---|---|---|---|",
