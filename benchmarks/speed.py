@@ -22,8 +22,10 @@ from pathlib import Path
 import timm
 import torch
 from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 
 from tmix_aug import TransformMix
+from tmix_aug.atomic import write_atomic
 from tmix_aug.saliency import ClassActivationMap
 
 
@@ -74,7 +76,7 @@ def training_step_table(batch: int, repeats: int, device: torch.device, resnet: 
     x = torch.randn(batch, 3, 224, 224, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
     optimizer = torch.optim.SGD(resnet.parameters(), lr=1e-4, momentum=0.9)
-    loss_fn = timm.loss.SoftTargetCrossEntropy()
+    loss_fn = SoftTargetCrossEntropy()
     timm_mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, num_classes=1000)
     mixer = TransformMix(1000, saliency=resnet).to(device)
 
@@ -114,22 +116,26 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     resnet = timm.create_model("resnet50", num_classes=1000).to(device)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Speed\n\n" + __doc__.split("\n\n", 1)[1] + "\n"
     sections = [
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}, "
-        f"torch {torch.__version__}, timm {timm.__version__}; median of {args.repeats} interleaved repeats.\n",
-        markdown("Mixing one batch: 32x32, batch 128", mixing_table(32, 128, args.repeats, device, resnet.eval()), "timm Mixup"),
-        markdown("Mixing one batch: 224x224, batch 64", mixing_table(224, 64, args.repeats, device, resnet.eval()), "timm Mixup"),
-        markdown(
+        f"torch {torch.__version__}, timm {timm.__version__}; median of {args.repeats} interleaved repeats.\n"
+    ]
+    tables = (
+        lambda: markdown("Mixing one batch: 32x32, batch 128", mixing_table(32, 128, args.repeats, device, resnet.eval()), "timm Mixup"),
+        lambda: markdown("Mixing one batch: 224x224, batch 64", mixing_table(224, 64, args.repeats, device, resnet.eval()), "timm Mixup"),
+        lambda: markdown(
             f"A ResNet-50 training step, 224x224, batch {args.step_batch}",
             training_step_table(args.step_batch, max(3, args.repeats // 2), device, resnet),
             "the step with timm Mixup",
         ),
-    ]
-    text = "\n".join(sections)
-    print(text)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("# Speed\n\n" + __doc__.split("\n\n", 1)[1] + "\n" + text)
+    )
+    for table in tables:  # written as they come, so a stopped run keeps what it measured
+        sections.append(table())
+        print(sections[-1], flush=True)
+        write_atomic(output, lambda tmp: Path(tmp).write_text(header + "\n".join(sections)))
 
 
 if __name__ == "__main__":
