@@ -15,6 +15,7 @@ MODELS = {
     "cifar_resnet44": (64, 4),
     "cifar_resnet56": (64, 4),
     "preact_resnet18": (512, 8),
+    "preact_resnet18_w16": (128, 8),
 }
 
 
@@ -34,7 +35,7 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 def test_all_models_are_registered_with_timm():
     assert set(timm.list_models("cifar_resnet*")) == {"cifar_resnet20", "cifar_resnet32", "cifar_resnet44",
                                                       "cifar_resnet56"}
-    assert timm.list_models("preact_resnet*") == ["preact_resnet18"]
+    assert timm.list_models("preact_resnet*") == ["preact_resnet18", "preact_resnet18_w16"]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

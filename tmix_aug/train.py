@@ -1,0 +1,1049 @@
+"""Train an image classifier with a batch mixer, timm style (``tmix-train``).
+
+Built on timm's public API: datasets and loaders (with the prefetcher), models, optimizers,
+schedulers, EMA, checkpoints and distributed set-up. Flags keep timm train.py's names and
+defaults; the mixer flags are ours. The mixer runs on the device inside the loop, after the
+batch arrives and before autocast, so it works with timm's prefetcher.
+
+    tmix-train --dataset synthetic --model cifar_resnet20 --epochs 4 --warmup-epochs 0 --lr 0.1 \\
+        -b 64 -j 2 --scale 0.35 1 --mixer transformmix --mixer-path cifar10-resnet20 --mixer-prob 0.5
+    torchrun --nproc_per_node=8 -m tmix_aug.train --data-dir DIR --model resnet50 --mixer cutmix ...
+
+Each epoch appends train loss, eval top-1/top-5, images/s and the mixer's share of the step
+time to ``summary.csv`` and rewrites ``summary.json``; ``last.pth.tar`` and
+``model_best.pth.tar`` are timm checkpoints; ``mix.png`` shows the first mixed batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.distributed as dist
+from timm.data import create_loader, resolve_data_config
+from timm.loss import SoftTargetCrossEntropy
+from timm.models import load_checkpoint, resume_checkpoint
+from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+from timm.utils import (
+    CheckpointSaver,
+    ModelEmaV3,
+    NativeScaler,
+    ParseKwargs,
+    accuracy,
+    dispatch_clip_grad,
+    distribute_bn,
+    init_distributed_device,
+    random_seed,
+    reduce_tensor,
+    trim_summary,
+    update_summary,
+)
+from torch import nn
+from tqdm import tqdm
+
+from . import models as _models  # noqa: F401  registers the small-image classifiers with timm
+from .baselines import MIXER_NAMES, NoMix, create_mixer
+from .data import count_classes, create_image_dataset
+from .hub import bundled_names
+from .mixing import BatchMixer
+
+SALIENCY_MIXERS = ("saliencymix", "transformmix")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags: timm train.py's names and defaults, plus the mixer's."""
+    parser = argparse.ArgumentParser(
+        prog="tmix-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    group = parser.add_argument_group("Dataset")
+    group.add_argument(
+        "data", nargs="?", metavar="DIR", help="path to dataset (same as --data-dir)"
+    )
+    group.add_argument("--data-dir", metavar="DIR", help="path to dataset (root dir)")
+    group.add_argument(
+        "--dataset",
+        default="",
+        metavar="NAME",
+        help='"" (image folder, default), "synthetic" (built in, no data needed), "flowers102", '
+        '"oxford_iiit_pet", "stanford_cars", "fgvc_aircraft" (torchvision layout), or a timm '
+        'dataset name ("torch/cifar10", "hfds/...")',
+    )
+    group.add_argument(
+        "--train-split", default="train", metavar="NAME", help="training split (default: train)"
+    )
+    group.add_argument(
+        "--val-split",
+        default="validation",
+        metavar="NAME",
+        help="evaluation split (default: validation)",
+    )
+    group.add_argument(
+        "--dataset-download",
+        action="store_true",
+        help="let timm / torchvision download the dataset",
+    )
+    group.add_argument(
+        "--synthetic-samples",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="size of the synthetic training set; evaluation gets a quarter (default: 4096)",
+    )
+    group.add_argument(
+        "--synthetic-classes",
+        type=int,
+        default=8,
+        metavar="N",
+        help="classes of the synthetic set, 2 to 8 (default: 8)",
+    )
+
+    group = parser.add_argument_group("Model")
+    group.add_argument(
+        "--model", default="resnet50", metavar="NAME", help="timm model (default: resnet50)"
+    )
+    group.add_argument(
+        "--pretrained", action="store_true", help="start from the model's pretrained weights"
+    )
+    group.add_argument(
+        "--pretrained-path",
+        default=None,
+        metavar="FILE",
+        help="load these weights as the pretrained ones (a different classifier is dropped)",
+    )
+    group.add_argument(
+        "--initial-checkpoint",
+        default="",
+        metavar="PATH",
+        help="load this checkpoint (same classes)",
+    )
+    group.add_argument(
+        "--resume",
+        default="",
+        metavar="PATH",
+        help="resume model, optimizer and schedule from a checkpoint",
+    )
+    group.add_argument(
+        "--no-resume-opt", action="store_true", help="do not restore the optimizer when resuming"
+    )
+    group.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="classes (default: the dataset's)",
+    )
+    group.add_argument(
+        "--img-size", type=int, default=None, metavar="N", help="image size (default: the model's)"
+    )
+    group.add_argument(
+        "--input-size",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar="N",
+        help="C H W (overrides --img-size)",
+    )
+    group.add_argument(
+        "--crop-pct", type=float, default=None, metavar="PCT", help="evaluation centre crop"
+    )
+    group.add_argument(
+        "--mean", type=float, nargs="+", default=None, metavar="MEAN", help="pixel mean"
+    )
+    group.add_argument(
+        "--std", type=float, nargs="+", default=None, metavar="STD", help="pixel std"
+    )
+    group.add_argument(
+        "--interpolation",
+        default="",
+        metavar="NAME",
+        help="resize interpolation (default: the model's)",
+    )
+    group.add_argument(
+        "-b",
+        "--batch-size",
+        type=int,
+        default=128,
+        metavar="N",
+        help="batch size per process (default: 128)",
+    )
+    group.add_argument(
+        "-vb",
+        "--validation-batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluation batch size",
+    )
+    group.add_argument(
+        "--channels-last", action="store_true", help="use the channels_last memory layout"
+    )
+    group.add_argument(
+        "--drop", type=float, default=0.0, metavar="PCT", help="dropout rate (default: 0)"
+    )
+    group.add_argument(
+        "--drop-path", type=float, default=None, metavar="PCT", help="drop path rate"
+    )
+    group.add_argument(
+        "--model-kwargs",
+        nargs="*",
+        default={},
+        action=ParseKwargs,
+        help="extra create_model arguments, e.g. img_size=32 depth=6",
+    )
+
+    group = parser.add_argument_group("Optimizer")
+    group.add_argument("--opt", default="sgd", metavar="NAME", help="optimizer (default: sgd)")
+    group.add_argument("--opt-eps", type=float, default=None, metavar="EPS")
+    group.add_argument("--opt-betas", type=float, nargs="+", default=None, metavar="BETA")
+    group.add_argument(
+        "--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default: 0.9)"
+    )
+    group.add_argument(
+        "--weight-decay", type=float, default=2e-5, help="weight decay (default: 2e-5)"
+    )
+    group.add_argument(
+        "--clip-grad",
+        type=float,
+        default=None,
+        metavar="NORM",
+        help="gradient clipping (default: off)",
+    )
+    group.add_argument(
+        "--clip-mode", default="norm", help='"norm", "value" or "agc" (default: norm)'
+    )
+
+    group = parser.add_argument_group("Learning rate schedule")
+    group.add_argument(
+        "--sched", default="cosine", metavar="NAME", help="schedule (default: cosine)"
+    )
+    group.add_argument(
+        "--sched-on-updates", action="store_true", help="step the schedule every update"
+    )
+    group.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        metavar="LR",
+        help="learning rate (default: --lr-base scaled by the global batch size)",
+    )
+    group.add_argument(
+        "--lr-base", type=float, default=0.1, metavar="LR", help="base learning rate (default: 0.1)"
+    )
+    group.add_argument(
+        "--lr-base-size",
+        type=int,
+        default=256,
+        metavar="N",
+        help="batch size of --lr-base (default: 256)",
+    )
+    group.add_argument(
+        "--lr-base-scale",
+        default="",
+        metavar="SCALE",
+        help='"linear" or "sqrt" (default: sqrt for adaptive optimizers, else linear)',
+    )
+    group.add_argument(
+        "--warmup-lr",
+        type=float,
+        default=1e-5,
+        metavar="LR",
+        help="warm-up learning rate (default: 1e-5)",
+    )
+    group.add_argument(
+        "--min-lr", type=float, default=0.0, metavar="LR", help="lowest learning rate (default: 0)"
+    )
+    group.add_argument("--epochs", type=int, default=300, metavar="N", help="epochs (default: 300)")
+    group.add_argument(
+        "--start-epoch", type=int, default=None, metavar="N", help="epoch to start at"
+    )
+    group.add_argument(
+        "--decay-milestones", type=int, nargs="+", default=[90, 180, 270], metavar="N"
+    )
+    group.add_argument("--decay-epochs", type=float, default=90, metavar="N")
+    group.add_argument(
+        "--warmup-epochs", type=int, default=5, metavar="N", help="warm-up epochs (default: 5)"
+    )
+    group.add_argument(
+        "--warmup-prefix", action="store_true", help="warm-up before, not inside, the schedule"
+    )
+    group.add_argument("--cooldown-epochs", type=int, default=0, metavar="N")
+    group.add_argument("--patience-epochs", type=int, default=10, metavar="N")
+    group.add_argument("--decay-rate", "--dr", type=float, default=0.1, metavar="RATE")
+
+    group = parser.add_argument_group("Augmentation")
+    group.add_argument(
+        "--no-aug", action="store_true", help="no per-image augmentation (the mixer still runs)"
+    )
+    group.add_argument(
+        "--scale",
+        type=float,
+        nargs=2,
+        default=[0.08, 1.0],
+        metavar="PCT",
+        help="random resized crop scale",
+    )
+    group.add_argument(
+        "--ratio", type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0], metavar="RATIO"
+    )
+    group.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    group.add_argument("--vflip", type=float, default=0.0, help="vertical flip probability")
+    group.add_argument("--color-jitter", type=float, default=0.4, metavar="PCT")
+    group.add_argument(
+        "--aa", default=None, metavar="NAME", help='auto augment policy, e.g. "rand-m9-mstd0.5"'
+    )
+    group.add_argument(
+        "--reprob", type=float, default=0.0, metavar="PCT", help="random erase probability"
+    )
+    group.add_argument("--remode", default="pixel", help="random erase mode")
+    group.add_argument("--recount", type=int, default=1, help="random erase count")
+    group.add_argument(
+        "--train-interpolation", default="random", help="training resize interpolation"
+    )
+    group.add_argument(
+        "--smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)"
+    )
+
+    group = parser.add_argument_group("Mixer")
+    group.add_argument(
+        "--mixer", default="none", choices=MIXER_NAMES, help="batch mixer (default: none)"
+    )
+    group.add_argument(
+        "--mixer-path",
+        default=None,
+        metavar="NAME|DIR|HUB_ID",
+        help="TransformMix weights: a bundled name, a directory or a Hub repo id",
+    )
+    group.add_argument(
+        "--mixer-mode",
+        default=None,
+        metavar="MODE",
+        help="TransformMix mode without weights: saliency-softmax (the paper's ablation)",
+    )
+    group.add_argument(
+        "--mixer-prob", type=float, default=1.0, help="probability a sample is mixed (default: 1)"
+    )
+    group.add_argument(
+        "--mixer-off-epoch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop mixing from this epoch (default: never)",
+    )
+    group.add_argument(
+        "--mixer-k", type=int, default=None, metavar="K", help="inputs per mixed image (default: 2)"
+    )
+    group.add_argument(
+        "--mixer-alpha", type=float, default=1.0, help="Dirichlet / Beta concentration (default: 1)"
+    )
+    group.add_argument(
+        "--mixer-switch-prob", type=float, default=0.5, help="mixup-cutmix: CutMix probability"
+    )
+    group.add_argument(
+        "--saliency",
+        default=None,
+        choices=("self", "teacher", "spectral"),
+        help="saliency of saliencymix / transformmix: CAMs of the model being trained, of "
+        "--teacher, or teacher-free spectral residual (default: spectral)",
+    )
+    group.add_argument(
+        "--teacher",
+        default=None,
+        metavar="MODEL",
+        help="timm model giving CAMs for --saliency teacher",
+    )
+    group.add_argument(
+        "--teacher-checkpoint", default=None, metavar="FILE", help="weights of --teacher"
+    )
+    group.add_argument(
+        "--teacher-num-classes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="classes of --teacher's checkpoint",
+    )
+    group.add_argument(
+        "--transmix",
+        action="store_true",
+        help="re-weight mixed labels by the ViT's class-token attention (TransMix)",
+    )
+
+    group = parser.add_argument_group("EMA")
+    group.add_argument(
+        "--model-ema", action="store_true", help="keep an exponential moving average of the weights"
+    )
+    group.add_argument("--model-ema-decay", type=float, default=0.9998)
+    group.add_argument("--model-ema-warmup", action="store_true")
+
+    group = parser.add_argument_group("Miscellaneous")
+    group.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    group.add_argument(
+        "--log-interval", type=int, default=50, metavar="N", help="steps between progress updates"
+    )
+    group.add_argument(
+        "--checkpoint-hist",
+        type=int,
+        default=10,
+        metavar="N",
+        help="checkpoints kept (default: 10)",
+    )
+    group.add_argument(
+        "-j",
+        "--workers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="data loading workers (default: 4)",
+    )
+    group.add_argument("--amp", action="store_true", help="mixed precision")
+    group.add_argument("--amp-dtype", default="float16", choices=("float16", "bfloat16"))
+    group.add_argument("--pin-mem", action="store_true", help="pin CPU memory in the loader")
+    group.add_argument(
+        "--no-prefetcher", action="store_true", help="do not use timm's prefetching loader"
+    )
+    group.add_argument(
+        "--output", default="", metavar="PATH", help="output base folder (default: ./output)"
+    )
+    group.add_argument(
+        "--experiment",
+        default="",
+        metavar="NAME",
+        help="run folder name (default: date-model-mixer)",
+    )
+    group.add_argument(
+        "--eval-metric",
+        default="top1",
+        choices=("top1", "top5", "loss"),
+        help="best-checkpoint metric",
+    )
+    group.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="device (default: cuda if present)",
+    )
+    group.add_argument(
+        "--dist-backend",
+        default=None,
+        help="distributed backend (default: nccl on CUDA, gloo on CPU)",
+    )
+    group.add_argument("--dist-url", default=None, help="distributed init url (default: env://)")
+    group.add_argument(
+        "--dist-bn",
+        default="reduce",
+        choices=("reduce", "broadcast", ""),
+        help="share BatchNorm statistics across processes after each epoch",
+    )
+    group.add_argument(
+        "--sync-bn", action="store_true", help="synchronised BatchNorm across processes"
+    )
+    group.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    group.add_argument(
+        "--mix-grid",
+        default="mix.png",
+        metavar="FILE",
+        help="picture of the first mixed batch, in the run folder ('' for none)",
+    )
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work; raise ValueError saying what to change."""
+    if args.data and args.data_dir and args.data != args.data_dir:
+        raise ValueError(
+            f"DIR: given twice with different values ({args.data!r} and --data-dir {args.data_dir!r})"
+        )
+    args.data_dir = args.data_dir or args.data
+    if args.dataset != "synthetic" and not args.data_dir:
+        raise ValueError("--data-dir: required unless --dataset synthetic")
+    if args.mixer_path is not None and args.mixer != "transformmix":
+        raise ValueError(
+            f"--mixer-path: only --mixer transformmix loads weights (got --mixer {args.mixer})"
+        )
+    if args.mixer_mode is not None and args.mixer != "transformmix":
+        raise ValueError(
+            f"--mixer-mode: a TransformMix mode; use it with --mixer transformmix (got --mixer {args.mixer})"
+        )
+    if (
+        args.mixer == "transformmix"
+        and args.mixer_path is None
+        and args.mixer_mode != "saliency-softmax"
+    ):
+        names = ", ".join(bundled_names()) or "none bundled in this install"
+        raise ValueError(
+            "--mixer-path: --mixer transformmix needs searched weights: a bundled name "
+            f"({names}), a directory written by save_pretrained, or a Hub repo id; or use "
+            "--mixer-mode saliency-softmax, which needs none"
+        )
+    if args.saliency is not None and args.mixer not in SALIENCY_MIXERS:
+        raise ValueError(
+            f"--saliency: used only by --mixer {' or '.join(SALIENCY_MIXERS)} (got --mixer {args.mixer})"
+        )
+    if (args.saliency == "teacher") != (args.teacher is not None):
+        raise ValueError("--teacher: give --teacher MODEL exactly when --saliency teacher")
+    if args.teacher_checkpoint and not args.teacher:
+        raise ValueError("--teacher-checkpoint: needs --teacher MODEL")
+    if args.transmix and args.mixer == "none":
+        raise ValueError("--transmix: re-weights mixed labels; choose a --mixer")
+    for name in ("mixer_prob", "mixer_switch_prob"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise ValueError(
+                f"--{name.replace('_', '-')}: expected a probability in [0, 1], got {getattr(args, name)}"
+            )
+    if args.epochs < 1 or args.batch_size < 1:
+        raise ValueError(
+            f"--epochs, --batch-size: expected positive numbers, got {args.epochs} and {args.batch_size}"
+        )
+
+
+def resolve_lr(args: argparse.Namespace) -> None:
+    """Set ``args.lr`` from --lr-base scaled to the global batch when --lr is not given (timm's rule)."""
+    if args.lr is not None:
+        return
+    ratio = args.batch_size * args.world_size / args.lr_base_size
+    scale = args.lr_base_scale or (
+        "sqrt" if any(o in args.opt.lower() for o in ("ada", "lamb")) else "linear"
+    )
+    args.lr = args.lr_base * (math.sqrt(ratio) if scale == "sqrt" else ratio)
+
+
+def stream_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of the random streams of one epoch on one process.
+
+    Every epoch re-seeds from (seed, epoch, rank), so a run resumed at an epoch boundary
+    draws exactly what the uninterrupted run would have (mixes, data order, augmentation in
+    the main process) and every process mixes with its own stream.
+    """
+    return (
+        int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint32)[0])
+        % 2**31
+    )
+
+
+def build_mixer(
+    args: argparse.Namespace, num_classes: int, model: nn.Module, device: torch.device
+) -> BatchMixer:
+    """The mixer the flags ask for, on ``device``, in eval mode."""
+    kwargs: dict[str, Any] = {"label_smoothing": args.smoothing}
+    if args.mixer != "none":
+        kwargs.update(alpha=args.mixer_alpha, prob=args.mixer_prob)
+        if args.mixer_k is not None:
+            kwargs["k"] = args.mixer_k
+    if args.mixer == "mixup-cutmix":
+        kwargs["switch_prob"] = args.mixer_switch_prob
+    if args.mixer == "transformmix" and args.mixer_mode is not None:
+        kwargs["mode"] = args.mixer_mode
+    if args.mixer in SALIENCY_MIXERS:
+        kwargs["saliency"] = build_saliency(args, model, device)
+    mixer = create_mixer(args.mixer, num_classes, path=args.mixer_path, **kwargs)
+    return mixer.to(device).eval()
+
+
+def build_saliency(args: argparse.Namespace, model: nn.Module, device: torch.device) -> Any:
+    """The saliency source of --saliency: the model itself, a frozen teacher, or "spectral"."""
+    if args.saliency == "self":
+        return model  # CAMs in eval mode without gradients; BatchNorm statistics stay untouched
+    if args.saliency == "teacher":
+        kwargs = (
+            {} if args.teacher_num_classes is None else {"num_classes": args.teacher_num_classes}
+        )
+        if args.teacher_checkpoint and not os.path.isfile(args.teacher_checkpoint):
+            raise ValueError(f"--teacher-checkpoint: {args.teacher_checkpoint!r} is not a file")
+        teacher = timm.create_model(
+            args.teacher, checkpoint_path=args.teacher_checkpoint or "", **kwargs
+        )
+        return teacher.to(device).eval().requires_grad_(False)
+    return "spectral"
+
+
+def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, int]:
+    """Training and evaluation datasets and the number of classes the model needs."""
+    common = dict(
+        download=args.dataset_download,
+        image_size=args.img_size or (args.input_size[-1] if args.input_size else 32),
+        synthetic_samples=args.synthetic_samples,
+        synthetic_classes=args.synthetic_classes,
+        seed=args.seed,
+    )
+    train = create_image_dataset(
+        args.dataset, args.data_dir, args.train_split, is_training=True, **common
+    )
+    evaluation = create_image_dataset(args.dataset, args.data_dir, args.val_split, **common)
+    found = [n for n in (count_classes(train), count_classes(evaluation)) if n is not None]
+    if args.num_classes is None:
+        if not found:
+            raise ValueError(
+                f"--num-classes: cannot tell how many classes dataset {args.dataset!r} has; pass it"
+            )
+        return train, evaluation, max(found)
+    if found and max(found) > args.num_classes:
+        raise ValueError(
+            f"--num-classes: the dataset has {max(found)} classes (labels up to {max(found) - 1}) but "
+            f"--num-classes is {args.num_classes}; raise it to {max(found)} or leave it out"
+        )
+    return train, evaluation, args.num_classes
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device, so host timers measure its work (CUDA only; a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(args: argparse.Namespace, device: torch.device):
+    if not args.amp:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, args.amp_dtype))
+
+
+def train_one_epoch(
+    epoch: int,
+    model: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    mixer: BatchMixer,
+    args: argparse.Namespace,
+    device: torch.device,
+    *,
+    scheduler: Any = None,
+    scaler: NativeScaler | None = None,
+    model_ema: ModelEmaV3 | None = None,
+    transmix: Any = None,
+    on_first_mix: Any = None,
+) -> dict[str, float]:
+    """One pass over the training data; ``on_first_mix(x, y)`` is called after the first step.
+
+    Returns:
+        loss (mean over all samples and processes), images_per_sec (all processes), and
+        mixer_share: the mixer's share of the step time (batch arrival to optimizer step).
+    """
+    model.train()
+    criterion = SoftTargetCrossEntropy()
+    generator = torch.Generator().manual_seed(stream_seed(args.seed, epoch, args.rank))
+    updates_per_epoch = len(loader)
+    loss_sum = torch.zeros((), device=device)
+    samples = 0
+    mix_time = step_time = 0.0
+    bar = tqdm(
+        loader, desc=f"train {epoch}", disable=args.no_progress or args.rank != 0, leave=False
+    )
+    start = time.perf_counter()
+    for step, (x, y) in enumerate(bar):
+        if args.no_prefetcher:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        _sync(device)
+        arrived = time.perf_counter()
+        result = mixer.mix(x, y, generator=generator)
+        _sync(device)
+        mixed = time.perf_counter()
+        images = result.images
+        if args.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(args, device):
+            logits = model(images)
+            targets = transmix.relabel(result) if transmix is not None else result.targets
+            loss = criterion(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler(
+                loss,
+                optimizer,
+                clip_grad=args.clip_grad,
+                clip_mode=args.clip_mode,
+                parameters=model.parameters(),
+            )
+        else:
+            loss.backward()
+            if args.clip_grad is not None:
+                dispatch_clip_grad(model.parameters(), args.clip_grad, mode=args.clip_mode)
+            optimizer.step()
+        if model_ema is not None:
+            model_ema.update(model, step=epoch * updates_per_epoch + step)
+        if scheduler is not None and args.sched_on_updates:
+            scheduler.step_update(num_updates=epoch * updates_per_epoch + step + 1)
+        loss_sum += loss.detach().float() * x.shape[0]
+        samples += x.shape[0]
+        _sync(device)
+        done = time.perf_counter()
+        mix_time += mixed - arrived
+        step_time += done - arrived
+        if on_first_mix is not None and step == 0:
+            on_first_mix(x, y)
+        if (step + 1) % args.log_interval == 0 or step + 1 == updates_per_epoch:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    elapsed = time.perf_counter() - start
+    totals = torch.tensor([loss_sum.item(), samples], dtype=torch.float64, device=device)
+    if args.distributed:
+        dist.all_reduce(totals)
+    return {
+        "loss": float(totals[0] / totals[1]),
+        "images_per_sec": float(totals[1]) / elapsed,
+        "mixer_share": mix_time / step_time if step_time > 0 else 0.0,
+    }
+
+
+def validate(
+    model: nn.Module,
+    loader: Any,
+    args: argparse.Namespace,
+    device: torch.device,
+    *,
+    desc: str = "eval",
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and cross-entropy on the evaluation data, over all processes."""
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1, top-5 hits, samples
+    with torch.no_grad():
+        for x, y in tqdm(
+            loader, desc=desc, disable=args.no_progress or args.rank != 0, leave=False
+        ):
+            if args.no_prefetcher:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(args, device):
+                logits = model(x)
+            top1, top5 = accuracy(logits.float(), y, topk=(1, 5))
+            n = x.shape[0]
+            totals += torch.stack(
+                [
+                    criterion(logits.float(), y).double(),
+                    top1.double() * n / 100,
+                    top5.double() * n / 100,
+                    torch.tensor(float(n), dtype=torch.float64, device=device),
+                ]
+            )
+    if args.distributed:
+        dist.all_reduce(totals)
+    loss, top1, top5, n = totals.tolist()
+    return {"loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as file:
+        json.dump(data, file, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def _output_dir(args: argparse.Namespace) -> str:
+    name = args.experiment or "-".join(
+        [datetime.now().strftime("%Y%m%d-%H%M%S"), args.model.replace("/", "_"), args.mixer]
+    )
+    path = os.path.join(args.output or os.path.join("output", "train"), name)
+    return path
+
+
+def setup(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything before the first step: devices, data, model, mixer, optimizer, schedule.
+
+    All bad input is found here and raised as ValueError / TypeError / FileNotFoundError.
+    """
+    check_args(args)
+    device = init_distributed_device(args)
+    random_seed(args.seed, args.rank)
+    resolve_lr(args)
+    train_set, eval_set, num_classes = build_datasets(args)
+
+    model_kwargs = {**args.model_kwargs, "num_classes": num_classes, "drop_rate": args.drop}
+    if args.drop_path is not None:
+        model_kwargs["drop_path_rate"] = args.drop_path
+    if args.pretrained_path:
+        if not os.path.isfile(args.pretrained_path):
+            raise ValueError(f"--pretrained-path: {args.pretrained_path!r} is not a file")
+        model_kwargs["pretrained_cfg_overlay"] = {"file": args.pretrained_path}
+    model = timm.create_model(
+        args.model, pretrained=args.pretrained or bool(args.pretrained_path), **model_kwargs
+    )
+    if args.initial_checkpoint:
+        load_checkpoint(model, args.initial_checkpoint)
+    data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.distributed and args.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    mixer = build_mixer(args, num_classes, model, device)
+    transmix = None
+    if args.transmix:
+        from .transmix import TransMixLabels  # only vision transformers need it
+
+        transmix = TransMixLabels(model)
+
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
+    scaler = NativeScaler(device=device.type) if args.amp and args.amp_dtype == "float16" else None
+    start_epoch = 0
+    if args.resume:
+        if not os.path.isfile(args.resume):
+            raise ValueError(f"--resume: {args.resume!r} is not a checkpoint file")
+        start_epoch = (
+            resume_checkpoint(
+                model,
+                args.resume,
+                optimizer=None if args.no_resume_opt else optimizer,
+                loss_scaler=None if args.no_resume_opt else scaler,
+                log_info=args.rank == 0,
+            )
+            or 0
+        )
+    if args.start_epoch is not None:
+        start_epoch = args.start_epoch
+    model_ema = None
+    if args.model_ema:
+        model_ema = ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
+        if args.resume:
+            load_checkpoint(model_ema.module, args.resume, use_ema=True)
+    train_model = model
+    if args.distributed:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+
+    loader_common = dict(
+        use_prefetcher=not args.no_prefetcher,
+        interpolation=data_config["interpolation"],
+        mean=data_config["mean"],
+        std=data_config["std"],
+        num_workers=args.workers,
+        distributed=args.distributed,
+        pin_memory=args.pin_mem,
+        device=device,
+    )
+    train_loader = create_loader(
+        train_set,
+        input_size=data_config["input_size"],
+        batch_size=args.batch_size,
+        is_training=True,
+        no_aug=args.no_aug,
+        re_prob=args.reprob,
+        re_mode=args.remode,
+        re_count=args.recount,
+        scale=args.scale,
+        ratio=args.ratio,
+        hflip=args.hflip,
+        vflip=args.vflip,
+        color_jitter=args.color_jitter,
+        auto_augment=args.aa,
+        **{**loader_common, "interpolation": args.train_interpolation},
+    )
+    eval_loader = create_loader(
+        eval_set,
+        input_size=data_config["input_size"],
+        batch_size=args.validation_batch_size or args.batch_size,
+        is_training=False,
+        crop_pct=data_config["crop_pct"],
+        **loader_common,
+    )
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"--batch-size: {args.batch_size} per process is more than the {len(train_set)} training "
+            f"images{' per process' if args.distributed else ''} (the last partial batch is dropped)"
+        )
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer,
+        **scheduler_kwargs(args, decreasing_metric=args.eval_metric == "loss"),
+        updates_per_epoch=len(train_loader),
+    )
+    if scheduler is not None and start_epoch > 0:
+        if args.sched_on_updates:
+            scheduler.step_update(start_epoch * len(train_loader))
+        else:
+            scheduler.step(start_epoch)
+    return dict(
+        device=device,
+        model=model,
+        train_model=train_model,
+        mixer=mixer,
+        transmix=transmix,
+        optimizer=optimizer,
+        scaler=scaler,
+        model_ema=model_ema,
+        scheduler=scheduler,
+        num_epochs=num_epochs,
+        start_epoch=start_epoch,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        data_config=data_config,
+        num_classes=num_classes,
+        train_size=len(train_set),
+        eval_size=len(eval_set),
+    )
+
+
+def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
+    """Train from ``state`` (see ``setup``); return the summary written to ``summary.json``."""
+    device, model, mixer = state["device"], state["model"], state["mixer"]
+    primary = args.rank == 0
+    output_dir = _output_dir(args)
+    saver = None
+    if primary:
+        os.makedirs(output_dir, exist_ok=True)
+        saver = CheckpointSaver(
+            model=model,
+            optimizer=state["optimizer"],
+            args=args,
+            model_ema=state["model_ema"],
+            amp_scaler=state["scaler"],
+            checkpoint_dir=output_dir,
+            recovery_dir=output_dir,
+            decreasing=args.eval_metric == "loss",
+            max_history=args.checkpoint_hist,
+        )
+        if args.resume:
+            saver.load_state_dict_from_checkpoint(args.resume)
+        trim_summary(os.path.join(output_dir, "summary.csv"), state["start_epoch"])
+        print(
+            f"tmix-train: {args.model} on {args.dataset or 'image folder'} ({state['train_size']} train / "
+            f"{state['eval_size']} eval images, {state['num_classes']} classes), mixer {args.mixer}"
+            f"{' ' + args.mixer_path if args.mixer_path else ''}, {args.world_size} process(es) on {device}, "
+            f"lr {args.lr:.4g}; writing {output_dir}",
+            flush=True,
+        )
+    summary_path = os.path.join(output_dir, "summary.json")
+    history: list[dict[str, Any]] = []
+    if primary and state["start_epoch"] > 0 and os.path.isfile(summary_path):
+        with open(summary_path) as file:
+            history = [
+                row
+                for row in json.load(file).get("epochs", [])
+                if row["epoch"] < state["start_epoch"]
+            ]
+    no_mix = NoMix(state["num_classes"], label_smoothing=args.smoothing).to(device)
+    mean, std = state["data_config"]["mean"], state["data_config"]["std"]
+
+    def save_grid(x: torch.Tensor, y: torch.Tensor) -> None:
+        from .viz import save_mix_grid  # pictures only at the start of a run
+
+        # A separate mix of the first images, so the picture leaves the training stream alone.
+        x, y = x[:8], y[:8]
+        with torch.no_grad():
+            result = mixer.mix(x, y, generator=torch.Generator().manual_seed(args.seed))
+        path = os.path.join(output_dir, args.mix_grid)
+        save_mix_grid(
+            path, result, x, mean=mean, std=std, num_samples=8, scale=max(1, 96 // x.shape[-1])
+        )
+        print(f"wrote {path}", flush=True)
+
+    best: dict[str, Any] = {}
+    metric_key = f"ema_{args.eval_metric}" if state["model_ema"] is not None else args.eval_metric
+    for epoch in range(state["start_epoch"], state["num_epochs"]):
+        random_seed(stream_seed(args.seed, epoch, 0), args.rank)
+        sampler = getattr(state["train_loader"], "sampler", None)
+        if args.distributed and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        mixing = args.mixer_off_epoch <= 0 or epoch < args.mixer_off_epoch
+        first_mix = (
+            save_grid
+            if primary
+            and args.mix_grid
+            and mixing
+            and args.mixer != "none"
+            and epoch == state["start_epoch"]
+            else None
+        )
+        train_metrics = train_one_epoch(
+            epoch,
+            state["train_model"],
+            state["train_loader"],
+            state["optimizer"],
+            mixer if mixing else no_mix,
+            args,
+            device,
+            scheduler=state["scheduler"],
+            scaler=state["scaler"],
+            model_ema=state["model_ema"],
+            transmix=state["transmix"] if mixing else None,
+            on_first_mix=first_mix,
+        )
+        if args.distributed and args.dist_bn:
+            distribute_bn(model, args.world_size, args.dist_bn == "reduce")
+        eval_metrics = validate(model, state["eval_loader"], args, device)
+        if state["model_ema"] is not None:
+            ema_metrics = validate(
+                state["model_ema"].module, state["eval_loader"], args, device, desc="eval ema"
+            )
+            eval_metrics.update({f"ema_{key}": value for key, value in ema_metrics.items()})
+        lr = state["optimizer"].param_groups[0]["lr"]
+        if state["scheduler"] is not None:
+            state["scheduler"].step(epoch + 1, eval_metrics[args.eval_metric])
+        if not primary:
+            continue
+        update_summary(
+            epoch, train_metrics, eval_metrics, os.path.join(output_dir, "summary.csv"), lr=lr
+        )
+        best_metric, best_epoch = saver.save_checkpoint(epoch, metric=eval_metrics[metric_key])
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            **{f"train_{k}": v for k, v in train_metrics.items()},
+            **{f"eval_{k}": v for k, v in eval_metrics.items()},
+        }
+        history.append(row)
+        best = {"epoch": best_epoch, args.eval_metric: best_metric}
+        _write_json(
+            summary_path,
+            {
+                "model": args.model,
+                "dataset": args.dataset or args.data_dir,
+                "mixer": args.mixer,
+                "mixer_path": args.mixer_path,
+                "saliency": args.saliency,
+                "num_classes": state["num_classes"],
+                "world_size": args.world_size,
+                "best": best,
+                "last": row,
+                "epochs": history,
+                "args": vars(args),
+            },
+        )
+        print(
+            f"epoch {epoch}: train loss {train_metrics['loss']:.4f}, eval top-1 {eval_metrics['top1']:.2f}% "
+            f"top-5 {eval_metrics['top5']:.2f}%, {train_metrics['images_per_sec']:.0f} images/s, "
+            f"mixer {100 * train_metrics['mixer_share']:.1f}% of step time",
+            flush=True,
+        )
+    if primary and history:
+        print(
+            f"best {metric_key} {best.get(args.eval_metric)} at epoch {best.get('epoch')}; "
+            f"last top-1 {history[-1]['eval_top1']:.2f}%; checkpoints and summary in {output_dir}",
+            flush=True,
+        )
+    return {"best": best, "epochs": history, "output_dir": output_dir}
+
+
+def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run tmix-train with these command-line arguments; return the run's summary
+    (best metric, per-epoch rows, output folder). Bad input exits with status 2 and a message."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        state = setup(args)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        parser.error(str(error))
+    try:
+        return run(args, state)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (``tmix-train``)."""
+    train_from_args(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()
