@@ -22,7 +22,7 @@ def search_card(config: Any, state: dict, data_config: dict, notes: str | None =
         for r in history
     )
     head = "| epoch | train loss | " + " | ".join(f"held-out CE {n}" for n in names) + " | tau | mean shift | mean A-I | images/s |"
-    rule = "|" + "---|" * (len(names) + 7)
+    rule = "|" + "---|" * (len(names) + 6)
     data = config.dataset or "ImageFolder"
     return f"""# TransformMix mixer: {config.output.rstrip('/').split('/')[-1]}
 
