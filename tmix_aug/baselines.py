@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from .mixing import BatchMixer, MixedImages, UsesSaliency, blend, identity_thetas, keep_unmixed
 from .sampling import MixDraw
-from .saliency import resize_and_normalize
 
 MIXER_NAMES = (
     "none",
@@ -375,14 +374,7 @@ class SaliencyMix(UsesSaliency, _TwoInputMixer):
     def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
         """Paste a box around each partner's saliency peak (see ``BatchMixer.mix_images``)."""
         height, width = x.shape[2], x.shape[3]
-        with torch.no_grad():
-            maps = self.saliency(x, labels)
-        if maps.ndim != 3 or maps.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"saliency: expected maps of shape ({x.shape[0]}, h, w) from the saliency source, "
-                f"got {tuple(maps.shape)}"
-            )
-        saliency = resize_and_normalize(maps.float(), self.size)[draw.index]
+        saliency = self.saliency_maps(x, labels)[draw.index]
         peak = saliency[:, 1].flatten(1).argmax(dim=1)
         centre_y = ((peak // self.size).float() + 0.5) * height / self.size
         centre_x = ((peak % self.size).float() + 0.5) * width / self.size

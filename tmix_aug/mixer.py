@@ -14,7 +14,6 @@ from . import hub
 from .mixing import BatchMixer, MixedImages, UsesSaliency, blend, identity_thetas, keep_unmixed
 from .nets import LocalizationNet, MaskNet
 from .sampling import MixDraw, device_generator
-from .saliency import resize_and_normalize
 
 MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
 """What decides the masks and whether inputs move (the paper's ablation rows):
@@ -154,25 +153,6 @@ class TransformMix(UsesSaliency, BatchMixer):
     def temperature(self) -> Tensor:
         """The learned mask temperature tau (a 0-d tensor)."""
         return self.log_temperature.exp()
-
-    def saliency_maps(self, x: Tensor, labels: Tensor) -> Tensor:
-        """Saliency of every image at the working resolution.
-
-        Args:
-            x: (N, C, H, W) images.
-            labels: (N, num_classes) soft targets (pick the CAM class).
-
-        Returns:
-            (N, S, S) float32 in [0, 1], no autograd graph.
-        """
-        with torch.no_grad():
-            maps = self.saliency(x, labels)
-        if maps.ndim != 3 or maps.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"saliency: expected maps of shape ({x.shape[0]}, h, w) from the saliency source, "
-                f"got {tuple(maps.shape)}"
-            )
-        return resize_and_normalize(maps.float(), self.size)
 
     def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
         """Move and mask the inputs of each sample (see ``BatchMixer.mix_images``)."""

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .checks import check_images, check_labels, check_positive, check_probability
 from .result import MixResult, mix_labels, smooth_labels
-from .saliency import create_saliency
+from .saliency import create_saliency, resize_and_normalize
 from .sampling import MixDraw, check_generator, draw_mix
 
 
@@ -176,7 +176,8 @@ def keep_unmixed(masks: Tensor, mixed: Tensor) -> Tensor:
 class UsesSaliency:
     """Mixin for mixers with a ``saliency`` source (see ``tmix_aug.saliency.create_saliency``).
 
-    The source is kept out of nn.Module's registry on purpose: a classifier used for saliency
+    Mixers using it set ``self.size``, the resolution S of their saliency maps. The source is
+    kept out of nn.Module's registry on purpose: a classifier used for saliency
     (often the model being trained) must not move, train or save with the mixer.
     """
 
@@ -194,3 +195,22 @@ class UsesSaliency:
     @saliency.setter
     def saliency(self, spec: Any) -> None:
         object.__setattr__(self, "_saliency", create_saliency(spec))
+
+    def saliency_maps(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Saliency of every image at the mixer's resolution ``self.size``.
+
+        Args:
+            x: (N, C, H, W) images.
+            labels: (N, num_classes) soft targets (they pick the CAM class).
+
+        Returns:
+            (N, S, S) float32 in [0, 1], no autograd graph.
+        """
+        with torch.no_grad():
+            maps = self.saliency(x, labels)
+        if maps.ndim != 3 or maps.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"saliency: expected maps of shape ({x.shape[0]}, h, w) from the saliency source, "
+                f"got {tuple(maps.shape)}"
+            )
+        return resize_and_normalize(maps.float(), self.size)
