@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -304,3 +305,22 @@ def test_create_saliency_dispatch_and_errors(models):
     with pytest.raises(ValueError, match="saliency: cannot compute class activation maps.*"
                                          "lambda images, targets"):
         create_saliency(nn.Conv2d(3, 1, 1))
+
+
+def test_spectral_residual_peaks_on_the_object_not_the_corners():
+    """Objects on textured, non-periodic backgrounds: the FFT's wrap-around lights up the
+    image border unless the image is mirrored first (margin)."""
+    from tmix_aug.synthetic import SHAPES, render_object
+
+    rendered = [render_object(SHAPES[i % 8], 32, torch.Generator().manual_seed(i)) for i in range(16)]
+    x = torch.stack([image for image, _ in rendered])
+    near_object = F.max_pool2d(torch.stack([mask for _, mask in rendered])[:, None], 5, 1, 2)[:, 0] > 0
+    near_object = F.interpolate(near_object[:, None].float(), size=64, mode="nearest")[:, 0] > 0
+    for margin, on_object_at_least, on_border_at_least in ((0.0, 0, 10), (0.25, 15, 0)):
+        maps = SpectralResidual(margin=margin)(x, None)
+        peak = maps.flatten(1).argmax(1)
+        on_object = int(near_object.flatten(1).gather(1, peak[:, None]).sum())
+        rows, cols = peak // 64, peak % 64
+        on_border = int(((rows == 0) | (rows == 63) | (cols == 0) | (cols == 63)).sum())
+        assert on_object >= on_object_at_least and on_border >= on_border_at_least, (margin, on_object, on_border)
+    assert on_border == 0  # with the margin, no peak on the border
