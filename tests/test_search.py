@@ -20,22 +20,39 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 TO_TENSOR = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
 
 
-def tiny_run(output, epochs, resume=False):
+def fitted_teacher(steps: int = 30):
+    """A cifar_resnet20 fitted to synthetic shapes: the calibrated objective needs a teacher
+    that knows something (an untrained one is best at infinite temperature, with no gradient)."""
     torch.manual_seed(0)
     teacher = timm.create_model("cifar_resnet20", num_classes=4)
+    data = SyntheticObjects(64, image_size=16, num_classes=4, transform=TO_TENSOR)
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.tensor([data[i][1] for i in range(len(data))])
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(teacher(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return teacher.eval().requires_grad_(False)
+
+
+def tiny_run(output, epochs, resume=False):
+    teacher = fitted_teacher()
     train = SyntheticObjects(48, image_size=16, num_classes=4, transform=TO_TENSOR)
     val = SyntheticObjects(16, image_size=16, num_classes=4, split="val", transform=TO_TENSOR)
     config = SearchConfig(output=str(output), epochs=epochs, batch_size=16, workers=0, val_samples=16, lr=0.01, resume=resume)
     return search(config, train_dataset=train, val_dataset=val, teacher=teacher, mean=MEAN, std=STD)
 
 
-def test_a_search_step_lowers_the_teacher_objective():
-    torch.manual_seed(0)
-    teacher = timm.create_model("cifar_resnet20", num_classes=4)
-    x = torch.stack([TO_TENSOR(SyntheticObjects(16, image_size=16, num_classes=4)[i][0]) for i in range(16)])
-    y = torch.arange(16) % 4
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_a_search_step_lowers_the_teacher_objective(calibrated):
+    teacher = fitted_teacher()
+    data = SyntheticObjects(16, image_size=16, num_classes=4, split="val", transform=TO_TENSOR)
+    x = torch.stack([data[i][0] for i in range(16)])
+    y = torch.tensor([data[i][1] for i in range(16)])
     mixer = TransformMix(4, saliency=teacher, size=16)
-    objective = SearchObjective(mixer, teacher).train()
+    objective = SearchObjective(mixer, teacher, calibrated=calibrated).train()
     assert mixer.training and not teacher.training
     optimizer = torch.optim.SGD(mixer.parameters(), lr=0.05)
     losses = []
@@ -54,10 +71,14 @@ def test_search_writes_a_loadable_mixer_with_its_curve(tmp_path):
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    assert set(records[-1]["held_out_ce"]) == {"transformmix", "mixup", "cutmix"}
+    for key in ("held_out_ce", "held_out_calibrated_ce", "held_out_top2"):
+        assert set(records[-1][key]) == {"transformmix", "mixup", "cutmix"}, key
+    for name, plain in records[-1]["held_out_ce"].items():  # temperature 1 is one of the candidates
+        assert records[-1]["held_out_calibrated_ce"][name] <= plain + 1e-4, name
+    assert records[-1]["teacher_temperature"] > 0
     assert (run / "mixes.png").stat().st_size > 0
     card = (run / "README.md").read_text()
-    assert "| 2 |" in card and "held-out CE transformmix" in card and "lr 0.01" in card
+    assert "| 2 |" in card and "objective transformmix" in card and "lr 0.01" in card and "calibrated" in card
     loaded = TransformMix.from_pretrained(run, num_classes=4)
     for key, value in learned.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value.cpu()), key

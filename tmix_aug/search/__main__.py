@@ -20,6 +20,7 @@ HELP = {
     "val_samples": "held-out images used for the per-epoch comparison and to pick the best epoch",
     "max_translation": "largest shift of a learned transform (normalised units, [-1, 1] spans the image)",
     "max_linear": "largest change of each entry of a transform's 2x2 linear part",
+    "calibrated": "score the teacher at its best temperature per batch (default; --no-calibrated: the paper's plain CE)",
 }
 
 

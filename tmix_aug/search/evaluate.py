@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ..mixing import BatchMixer
 from ..result import mix_labels, smooth_labels
 from ..sampling import draw_mix
+from .calibration import fit_inverse_temperature
 
 
 @torch.no_grad()
@@ -26,7 +27,10 @@ def compare_mixers(
     differ only by how the images are mixed. Per mixer:
 
     - ``cross_entropy``: the classifier's soft-label cross-entropy against the mixed targets
-      (the search objective when the classifier is the teacher; lower is better);
+      (the paper's search objective when the classifier is the teacher; lower is better);
+    - ``calibrated_cross_entropy``: the same at the one temperature that fits this mixer's
+      images best (the calibrated search objective; it does not reward making the classifier
+      unsure), and ``temperature``, that temperature;
     - ``top2_both``: the fraction of mixed images (of two different classes) whose top-2
       predictions are exactly those two classes;
     - ``top1_in``: the fraction whose top-1 prediction is one of the mixed classes.
@@ -39,37 +43,43 @@ def compare_mixers(
         device: where to compute.
 
     Returns:
-        name -> {"cross_entropy", "top2_both", "top1_in", "images"}.
+        name -> {"cross_entropy", "calibrated_cross_entropy", "temperature", "top2_both", "top1_in", "images"}.
     """
     first = next(iter(mixers.values()))
     generator = torch.Generator().manual_seed(seed)
     classifier = classifier.eval()
-    totals = {name: {"cross_entropy": 0.0, "top2_both": 0.0, "top1_in": 0.0, "pairs": 0, "images": 0} for name in mixers}
+    scored = {name: {"logits": [], "targets": [], "top2_both": 0, "top1_in": 0} for name in mixers}
+    pairs = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         draw = draw_mix(x.shape[0], first.k, first.alpha, 1.0, x.device, generator)
         labels = smooth_labels(y, first.num_classes)
         classes = y[draw.index]  # (N, K)
         distinct = classes[:, 0] != classes[:, 1]
+        pairs += int(distinct.sum())
         for name, mixer in mixers.items():
             parts = mixer.mix_images(x, labels, draw)
             lam = draw.lam if parts.lam is None else parts.lam
-            targets = mix_labels(labels, lam, draw.index)
             logits = classifier(parts.images).float()
-            total = totals[name]
-            total["cross_entropy"] += float(torch.sum(-targets * logits.log_softmax(-1)))
+            record = scored[name]
+            record["logits"].append(logits)
+            record["targets"].append(mix_labels(labels, lam, draw.index))
             top2 = logits.topk(2, dim=-1).indices.sort(dim=-1).values
             both = (top2 == classes[:, :2].sort(dim=-1).values).all(-1)
-            total["top2_both"] += float((both & distinct).sum())
-            total["top1_in"] += float((logits.argmax(-1)[:, None] == classes).any(-1).sum())
-            total["pairs"] += int(distinct.sum())
-            total["images"] += x.shape[0]
-    return {
-        name: {
-            "cross_entropy": t["cross_entropy"] / max(t["images"], 1),
-            "top2_both": t["top2_both"] / max(t["pairs"], 1),
-            "top1_in": t["top1_in"] / max(t["images"], 1),
-            "images": t["images"],
+            record["top2_both"] += int((both & distinct).sum())
+            record["top1_in"] += int((logits.argmax(-1)[:, None] == classes).any(-1).sum())
+    if not scored[next(iter(mixers))]["logits"]:
+        raise ValueError("batches: expected at least one batch of held-out images, got none")
+    results = {}
+    for name, record in scored.items():
+        logits, targets = torch.cat(record["logits"]), torch.cat(record["targets"])
+        beta = fit_inverse_temperature(logits, targets)
+        results[name] = {
+            "cross_entropy": float(torch.sum(-targets * logits.log_softmax(-1), -1).mean()),
+            "calibrated_cross_entropy": float(torch.sum(-targets * (beta * logits).log_softmax(-1), -1).mean()),
+            "temperature": float(1 / beta),
+            "top2_both": record["top2_both"] / max(pairs, 1),
+            "top1_in": record["top1_in"] / len(logits),
+            "images": len(logits),
         }
-        for name, t in totals.items()
-    }
+    return results

@@ -65,6 +65,7 @@ class SearchConfig:
     max_batches: int | None = None
     max_translation: float = 0.5
     max_linear: float = 0.5
+    calibrated: bool = True  # the teacher at its best temperature per batch (ours, see calibration.py)
     amp: bool | None = None
     resume: bool = False
     push_to_hub: str | None = None
@@ -224,7 +225,7 @@ def search(
         max_translation=config.max_translation,
         max_linear=config.max_linear,
     ).to(env.device)
-    objective = SearchObjective(mixer, teacher).train()
+    objective = SearchObjective(mixer, teacher, calibrated=config.calibrated).train()
     step_module: nn.Module = objective
     if env.world_size > 1:
         step_module = nn.parallel.DistributedDataParallel(
@@ -307,6 +308,9 @@ def search(
             "epoch": epoch + 1,
             "train_loss": totals["loss"] / max(totals["batches"], 1),
             "held_out_ce": {name: round(m["cross_entropy"], 4) for name, m in held_out.items()},
+            "held_out_calibrated_ce": {name: round(m["calibrated_cross_entropy"], 4) for name, m in held_out.items()},
+            "held_out_top2": {name: round(m["top2_both"], 4) for name, m in held_out.items()},
+            "teacher_temperature": round(held_out["transformmix"]["temperature"], 4),
             "temperature": mixer.temperature.item(),
             "mean_shift": totals["shift"] / max(totals["batches"], 1),
             "mean_linear_change": totals["linear"] / max(totals["batches"], 1),
@@ -320,7 +324,7 @@ def search(
         # The output holds the mixer of the best held-out objective so far (ours): with a
         # teacher that has memorised its training images, the training objective can keep
         # falling while the held-out one rises.
-        objective_now = held_out["transformmix"]["cross_entropy"]
+        objective_now = held_out["transformmix"]["calibrated_cross_entropy" if config.calibrated else "cross_entropy"]
         improved = objective_now < state.get("best_held_out_ce", math.inf)
         if improved:
             state["best_held_out_ce"], state["best_epoch"] = objective_now, epoch + 1

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ..mixer import TransformMix
 from ..result import MixResult
+from .calibration import calibrated_cross_entropy
 
 
 class SearchObjective(nn.Module):
@@ -19,12 +20,15 @@ class SearchObjective(nn.Module):
     Args:
         mixer: the TransformMix being learned; its saliency should come from ``teacher``.
         teacher: a classifier pre-trained on the dataset, sharing its label space.
+        calibrated: score the teacher at the temperature that fits each batch best (ours, the
+            default of the search; see ``calibration``). False: the paper's plain cross-entropy.
     """
 
-    def __init__(self, mixer: TransformMix, teacher: nn.Module) -> None:
+    def __init__(self, mixer: TransformMix, teacher: nn.Module, *, calibrated: bool = True) -> None:
         super().__init__()
         self.mixer = mixer
         self.teacher = teacher.eval().requires_grad_(False)
+        self.calibrated = calibrated
         self.loss = SoftTargetCrossEntropy()
 
     def train(self, mode: bool = True) -> "SearchObjective":
@@ -45,5 +49,7 @@ class SearchObjective(nn.Module):
             The mean loss (0-d) and the ``MixResult``.
         """
         result = self.mixer.mix(x, y, generator=generator)
-        logits = self.teacher(result.images)
-        return self.loss(logits.float(), result.targets), result
+        logits = self.teacher(result.images).float()
+        if self.calibrated:
+            return calibrated_cross_entropy(logits, result.targets)[0], result
+        return self.loss(logits, result.targets), result
