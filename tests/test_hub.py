@@ -82,6 +82,19 @@ def test_bad_config_is_named(tmp_path, change, words):
     assert "config.json" in message or "model.safetensors" in message
 
 
+def test_format_version_1_loads_with_its_unbalanced_masks(tmp_path):
+    """Version 1 predates balanced masks: its weights keep doing what they were searched to do."""
+    mixer = searched(balance=False)
+    mixer.save_pretrained(tmp_path)
+    edit_config(tmp_path, lambda c: (c.pop("balance"), c.update(format_version=1)))
+    loaded = TransformMix.from_pretrained(tmp_path, num_classes=5)
+    assert loaded.balance is False
+    assert torch.equal(mix(loaded).images, mix(mixer).images)
+    edit_config(tmp_path, lambda c: c.update(format_version=7))
+    with pytest.raises(ValueError, match="expected format 'tmix_aug.transformmix' version 2"):
+        TransformMix.from_pretrained(tmp_path, num_classes=5)
+
+
 def test_truncated_weights_are_named(tmp_path):
     searched().save_pretrained(tmp_path)
     weights = tmp_path / "model.safetensors"

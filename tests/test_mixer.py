@@ -69,17 +69,53 @@ def test_flat_saliency_and_identity_transforms_give_a_hand_computed_blend(batch)
 
 
 def test_unsearched_masks_are_a_softmax_over_saliency_and_log_lambda():
-    """Zero-initialised last layers: masks = softmax(saliency / tau + log lambda) (ours)."""
+    """Zero-initialised last layers, unbalanced: masks = softmax(saliency / tau + log lambda) (ours)."""
     x = torch.rand(4, 3, 16, 16)
     y = torch.tensor([0, 1, 2, 3])
     brightness = lambda images, targets: images.mean(1)  # noqa: E731
-    mixer = TransformMix(4, saliency=brightness, size=16, init_temperature=0.5)
+    mixer = TransformMix(4, saliency=brightness, size=16, init_temperature=0.5, balance=False)
     out = mixer.mix(x, y, generator=gen(2))
     s = x.mean(1)
     s = (s - s.amin((1, 2), keepdim=True)) / (s.amax((1, 2), keepdim=True) - s.amin((1, 2), keepdim=True))
     logits = s[out.index] / 0.5 + out.lam.log()[:, :, None, None]
     torch.testing.assert_close(out.masks, logits.softmax(1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.saliency, s[out.index], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_balanced_masks_show_each_input_on_its_lambda_share_of_the_image(k):
+    """Balanced (the default): the same logits shifted by one offset per sample and input,
+    so that each input covers exactly lambda_k of the image."""
+    x = torch.rand(6, 3, 16, 16)
+    y = torch.arange(6) % 4
+    brightness = lambda images, targets: images.mean(1)  # noqa: E731
+    mixer = searched_like(TransformMix(4, k=k, saliency=brightness, size=16, init_temperature=0.5))
+    out = mixer.mix(x, y, generator=gen(3))
+    torch.testing.assert_close(out.masks.mean((-2, -1)), out.lam, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.masks.sum(1), torch.ones(6, 16, 16))
+    # Reference: the unbalanced mixer's masks, re-weighted per input, are the balanced masks.
+    plain = TransformMix(4, k=k, saliency=brightness, size=16, init_temperature=0.5, balance=False)
+    plain.load_state_dict(mixer.state_dict())
+    unbalanced = plain.mix(x, y, generator=gen(3)).masks
+    offsets = (out.masks.log() - unbalanced.log())  # constant over pixels, up to the common log-normaliser
+    offsets = offsets - offsets[:, :1]
+    torch.testing.assert_close(offsets, offsets[..., :1, :1].expand_as(offsets), atol=1e-4, rtol=0)
+
+
+def test_balanced_softmax_reaches_lambda_and_passes_gradients():
+    from tmix_aug.mixing import balanced_softmax
+
+    torch.manual_seed(0)
+    logits = (torch.randn(5, 3, 8, 8) * 2).requires_grad_()
+    lam = torch.distributions.Dirichlet(torch.ones(3)).sample((5,))
+    masks = balanced_softmax(logits, lam)
+    torch.testing.assert_close(masks.mean((-2, -1)), lam, atol=1e-5, rtol=0)
+    (masks[:, 0] * torch.randn(5, 8, 8)).sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    # A constant added to one input's logits is absorbed by its offset: same masks.
+    shifted = logits.detach().clone()
+    shifted[:, 1] += 2.0
+    torch.testing.assert_close(balanced_softmax(shifted, lam), masks.detach(), atol=1e-5, rtol=0)
 
 
 def test_warp_moves_a_blob_where_theta_says():
@@ -262,6 +298,7 @@ def test_bad_input_is_named(make, error, words, batch):
         ({"label_smoothing": 1.0}, "label_smoothing: expected a number in [0, 1)"),
         ({"mode": "puzzle"}, "mode: expected one of"),
         ({"size": 4}, "size: expected an int >= 8"),
+        ({"balance": "yes"}, "balance: expected True or False"),
         ({"saliency": 3}, "saliency"),
     ],
 )

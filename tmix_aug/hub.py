@@ -23,10 +23,11 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT = "tmix_aug.transformmix"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ARCHITECTURE_FIELDS = (
     "k",
     "mode",
+    "balance",
     "size",
     "stn_channels",
     "stn_hidden",
@@ -37,6 +38,8 @@ ARCHITECTURE_FIELDS = (
     "mpn_kernel",
     "init_temperature",
 )
+# Fields an older format version lacks, with the values that reproduce what its weights did.
+OLDER_VERSIONS = {1: {"balance": False}}
 BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
@@ -117,12 +120,14 @@ def read_config(directory: str | os.PathLike, *, allowed: Iterable[str]) -> dict
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
+    version = config.get("format_version")
+    if config.get("format") != FORMAT or version not in (FORMAT_VERSION, *OLDER_VERSIONS):
         raise ValueError(
-            f"{path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got format "
-            f"{config.get('format')!r} version {config.get('format_version')!r}"
+            f"{path}: expected format {FORMAT!r} version {FORMAT_VERSION} (or {sorted(OLDER_VERSIONS)}), "
+            f"got format {config.get('format')!r} version {version!r}"
         )
     fields = {key: value for key, value in config.items() if key not in ("format", "format_version")}
+    fields = {**OLDER_VERSIONS.get(version, {}), **fields}
     allowed = set(allowed)
     unknown = sorted(set(fields) - allowed)
     missing = sorted(allowed - set(fields))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hub
-from .mixing import BatchMixer, MixedImages, UsesSaliency, blend, identity_thetas, keep_unmixed
+from .mixing import BatchMixer, MixedImages, UsesSaliency, balanced_softmax, blend, identity_thetas, keep_unmixed
 from .nets import LocalizationNet, MaskNet
 from .sampling import MixDraw, device_generator
 
@@ -58,6 +58,14 @@ class TransformMix(UsesSaliency, BatchMixer):
     the zero-initialised last layers, an unsearched mixer is the paper's "softmax over
     saliency" ablation, which already beats Mixup, and the search starts there.
 
+    Balanced masks (``balance=True``, ours): the softmax over the inputs gets one offset per
+    sample and input so that input k covers exactly the share lambda_k of the image (at S x S),
+    as in Mixup and CutMix; the networks decide where each input shows and how sharp the
+    boundaries are, not how much of it. Why: without it the search learns to shrink the
+    input with the smaller lambda below its label weight (on CIFAR-10, to about 2/3 of it),
+    which lowers the teacher's loss but makes that input harder to recognise for every
+    classifier. ``balance=False`` gives the paper's unconstrained masks.
+
     The mixer starts in eval mode: as an augmentation no gradient flows into its networks
     and it builds no autograd graph. ``mixer.train()`` (the search does it) lets gradients
     reach both networks.
@@ -72,6 +80,7 @@ class TransformMix(UsesSaliency, BatchMixer):
         label_smoothing: smoothing of each input's target before mixing.
         prob: probability that a sample is mixed; the rest keep image and target.
         mode: one of ``MODES`` (architecture).
+        balance: balanced masks (architecture; see above).
         size: working resolution S of both networks (architecture).
         stn_channels, stn_hidden, max_translation, max_linear: see ``LocalizationNet``.
         mpn_channels, mpn_layers, mpn_kernel: see ``MaskNet``.
@@ -89,6 +98,7 @@ class TransformMix(UsesSaliency, BatchMixer):
         label_smoothing: float = 0.0,
         prob: float = 1.0,
         mode: str = "transformmix",
+        balance: bool = True,
         size: int = 32,
         stn_channels: Sequence[int] = (16, 32),
         stn_hidden: int = 64,
@@ -105,6 +115,8 @@ class TransformMix(UsesSaliency, BatchMixer):
         )
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if not isinstance(balance, bool):
+            raise ValueError(f"balance: expected True or False, got {balance!r}")
         if not isinstance(size, int) or size < 8:
             raise ValueError(f"size: expected an int >= 8 (the working resolution S), got {size!r}")
         if len(stn_channels) != 2:
@@ -114,10 +126,12 @@ class TransformMix(UsesSaliency, BatchMixer):
         if not init_temperature > 0:
             raise ValueError(f"init_temperature: expected a number > 0, got {init_temperature!r}")
         self.mode = mode
+        self.balance = balance
         self.size = size
         self.architecture = {
             "k": k,
             "mode": mode,
+            "balance": balance,
             "size": size,
             "stn_channels": [int(c) for c in stn_channels],
             "stn_hidden": stn_hidden,
@@ -177,7 +191,8 @@ class TransformMix(UsesSaliency, BatchMixer):
         if self.mpn is not None:
             scores = scores + self.mpn(torch.cat([scores, lam_planes], dim=1))
         logits = scores / self.temperature + draw.lam.clamp_min(1e-12).log()[:, :, None, None]
-        masks = F.interpolate(logits.softmax(dim=1), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        masks = balanced_softmax(logits, draw.lam) if self.balance else logits.softmax(dim=1)
+        masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
         masks = keep_unmixed(masks, draw.mixed)
         # Unmixed samples are their own image exactly (a warp by the identity is not bit-exact).
         images = torch.where(draw.mixed[:, None, None, None], blend(inputs, masks), x.float()).to(x.dtype)
@@ -186,7 +201,7 @@ class TransformMix(UsesSaliency, BatchMixer):
         return MixedImages(images=images, masks=masks, thetas=thetas, saliency=saliency)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, mode={self.mode!r}, size={self.size}"
+        return f"{super().extra_repr()}, mode={self.mode!r}, balance={self.balance}, size={self.size}"
 
     # Weights: config.json (architecture) + model.safetensors (+ README.md), see hub.py.
 

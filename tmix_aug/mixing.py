@@ -158,6 +158,38 @@ class BatchMixer(nn.Module):
         )
 
 
+BALANCE_STEPS = 30
+"""Scaling steps of ``balanced_softmax``: the largest share error after them, on CIFAR-10 CAMs,
+is below 1e-6 at tau >= 0.3, about 5e-4 at tau = 0.1 and 5e-3 at tau = 0.05 (sharper masks
+converge more slowly). A fixed count keeps the step free of host synchronisation."""
+
+
+def balanced_softmax(logits: Tensor, lam: Tensor, steps: int = BALANCE_STEPS) -> Tensor:
+    """Softmax masks over K inputs in which input k covers the share lambda_k of the image.
+
+    Finds one offset per sample and input, ``b`` (N, K), such that the masks
+    ``softmax_k(logits + b)`` average to ``lam`` over the pixels, by Sinkhorn's scaling
+    iterations in log space (``b_k += log lam_k - log share_k``). The offsets do not change
+    which input wins a pixel relative to another pixel, only how much area each one gets, so
+    the masks keep their learned shape while the mixed image shows each input exactly as much
+    as its label weight says, as Mixup and CutMix do. Differentiable through every step.
+
+    Args:
+        logits: (N, K, S, S) mask logits.
+        lam: (N, K) label weights, rows summing to 1.
+        steps: scaling iterations (see ``BALANCE_STEPS``).
+
+    Returns:
+        (N, K, S, S) masks summing to 1 over K, with ``masks.mean((-2, -1)) ~= lam``.
+    """
+    log_lam = lam.to(logits.dtype).clamp_min(1e-12).log()[:, :, None, None]
+    offsets = torch.zeros_like(log_lam)
+    for _ in range(steps):
+        shares = (logits + offsets).softmax(dim=1).mean(dim=(-2, -1), keepdim=True)
+        offsets = offsets + log_lam - shares.clamp_min(1e-12).log()
+    return (logits + offsets).softmax(dim=1)
+
+
 def keep_unmixed(masks: Tensor, mixed: Tensor) -> Tensor:
     """Give the unmixed samples a mask that shows only their own image.
 
