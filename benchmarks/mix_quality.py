@@ -1,6 +1,6 @@
 """Does a mixer keep both inputs recognisable? Scored by a classifier that took no part in the search.
 
-    python benchmarks/mix_quality.py --mixer tmix_aug/pretrained/cifar10-resnet20 \
+    python benchmarks/mix_quality.py --mixer cifar10-resnet20 runs/my-mixer \
         --data-dir ~/.cache/tmix/cifar10 --split test \
         --classifier cifar_resnet32 --classifier-checkpoint ~/.cache/tmix/classifiers/r32.safetensors \
         --output benchmarks/results/mix_quality_cifar10.md
@@ -10,7 +10,8 @@ per batch); the classifier then scores each mixed image:
 - soft-label cross-entropy against the lambda-mixed targets (lower is better);
 - the same at the classifier's best temperature for each method's images (calibrated);
 - top-2 recovery: the two classes of the mixed image are exactly its top-2 predictions;
-- top-1 in: the top-1 prediction is one of the two classes.
+- top-1 in: the top-1 prediction is one of the two classes;
+- share gap: mean over images of sum_k (share of the image shown from input k - lambda_k)^2.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tmix_aug.search import compare_mixers
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mixer", required=True, help="bundled name, directory or Hub id of the mixer")
+    parser.add_argument("--mixer", required=True, nargs="+", help="bundled names, directories or Hub ids of mixers")
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--split", default="test")
     parser.add_argument("--classifier", required=True, help="timm model name of the judge")
@@ -46,6 +47,10 @@ def main() -> None:
     )
     parser.add_argument("--search-seed", type=int, default=0, help="the search's --seed (which images it held out)")
     parser.add_argument("--seeds", type=int, default=1, help="repeat with this many draws")
+    parser.add_argument(
+        "--unsearched-temperatures", type=float, nargs="+", default=[0.3],
+        help="mask temperatures of the unsearched 'softmax over saliency' rows, each unbalanced (the paper's) and balanced",
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
 
@@ -63,10 +68,19 @@ def main() -> None:
     dataset = torch.utils.data.Subset(dataset, order.tolist())
     num_classes = len(dataset.dataset.reader.class_to_idx)
     mixers = {
-        "transformmix": TransformMix.from_pretrained(args.mixer, num_classes=num_classes, saliency=saliency_model),
+        **{
+            f"transformmix `{name}`": TransformMix.from_pretrained(name, num_classes=num_classes, saliency=saliency_model)
+            for name in args.mixer
+        },
         "mixup": Mixup(num_classes),
         "cutmix": CutMix(num_classes),
-        "saliency-softmax (paper ablation, unsearched)": TransformMix(num_classes, mode="saliency-softmax", saliency=saliency_model),
+        **{
+            f"saliency-softmax, tau {tau}{', balanced (a search starts here)' if balance else ' (paper ablation)'}": TransformMix(
+                num_classes, mode="saliency-softmax", init_temperature=tau, balance=balance, saliency=saliency_model
+            )
+            for tau in args.unsearched_temperatures
+            for balance in (False, True)
+        },
     }
     rows = []
     for seed in range(args.seeds):
@@ -74,19 +88,20 @@ def main() -> None:
         rows.append(compare_mixers(judge, mixers, loader, seed=seed))
     lines = [
         f"Judge: `{args.classifier}` ({args.classifier_checkpoint}); saliency from "
-        f"`{args.saliency_model or args.classifier}`; mixer `{args.mixer}`; {rows[0]['mixup']['images']} "
+        f"`{args.saliency_model or args.classifier}`; {rows[0]['mixup']['images']} "
         f"images of {args.data_dir / args.split} (leaving out the {args.exclude_held_out} the search "
         f"used to pick its epoch); {args.seeds} draw(s), mean shown.",
         "",
-        "| method | cross-entropy (lower is better) | top-2 recovers both classes | top-1 is one of them | calibrated cross-entropy |",
-        "|---|---|---|---|---|",
+        "| method | cross-entropy (lower is better) | top-2 recovers both classes | top-1 is one of them "
+        "| calibrated cross-entropy | share gap |",
+        "|---|---|---|---|---|---|",
     ]
     for name in mixers:
-        ce, top2, top1, calibrated = (
+        ce, top2, top1, calibrated, gap = (
             sum(r[name][key] for r in rows) / len(rows)
-            for key in ("cross_entropy", "top2_both", "top1_in", "calibrated_cross_entropy")
+            for key in ("cross_entropy", "top2_both", "top1_in", "calibrated_cross_entropy", "area_gap")
         )
-        lines.append(f"| {name} | {ce:.4f} | {100 * top2:.2f}% | {100 * top1:.2f}% | {calibrated:.4f} |")
+        lines.append(f"| {name} | {ce:.4f} | {100 * top2:.2f}% | {100 * top1:.2f}% | {calibrated:.4f} | {gap:.4f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:

@@ -14,6 +14,7 @@ from torchvision.transforms import v2
 import tmix_aug  # noqa: F401  (registers cifar_resnet20 with timm)
 from tmix_aug import TransformMix
 from tmix_aug.search import SearchConfig, SearchObjective, search
+from tmix_aug.search.loop import selection_key
 from tmix_aug.synthetic import SyntheticObjects
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -70,7 +71,8 @@ def test_search_writes_a_loadable_mixer_with_its_curve(tmp_path):
     learned = tiny_run(tmp_path / "run", epochs=2)
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["epoch"] for r in records] == [0, 1, 2]  # 0: the unsearched start
+    assert records[0]["train_loss"] is None and records[1]["train_loss"] > 0
     for key in ("held_out_ce", "held_out_calibrated_ce", "held_out_top2"):
         assert set(records[-1][key]) == {"transformmix", "mixup", "cutmix"}, key
     for name, plain in records[-1]["held_out_ce"].items():  # temperature 1 is one of the candidates
@@ -78,11 +80,21 @@ def test_search_writes_a_loadable_mixer_with_its_curve(tmp_path):
     assert records[-1]["teacher_temperature"] > 0
     assert (run / "mixes.png").stat().st_size > 0
     card = (run / "README.md").read_text()
-    assert "| 2 |" in card and "objective transformmix" in card and "lr 0.01" in card and "calibrated" in card
+    assert "| 0 | - |" in card and "| 2 |" in card and "objective transformmix" in card and "lr 0.01" in card and "calibrated" in card
     loaded = TransformMix.from_pretrained(run, num_classes=4)
     for key, value in learned.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value.cpu()), key
-    assert learned.mpn.head.weight.abs().sum() > 0  # it learned something
+    latest = safetensors.torch.load_file(run / "checkpoint" / "mixer.safetensors")
+    assert latest["mpn.head.weight"].abs().sum() > 0  # the search learned something
+    # The output is the epoch that ranks first, not simply the last one.
+    kept = min(records, key=lambda r: selection_key(r, True))["epoch"]
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["best_epoch"] == kept
+    if kept == 0:
+        assert learned.mpn.head.weight.abs().sum() == 0  # the unsearched start
+    elif kept == 2:
+        assert torch.equal(learned.mpn.head.weight, latest["mpn.head.weight"])
+    else:
+        assert not torch.equal(learned.mpn.head.weight, latest["mpn.head.weight"])
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -92,7 +104,7 @@ def test_resume_continues_exactly(tmp_path):
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
     history = [json.loads(line)["epoch"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert history == [1, 2]
+    assert history == [0, 1, 2]
 
 
 def write_image_folder(root: Path, classes: int = 4, per_class: int = 8, size: int = 16):
@@ -121,9 +133,30 @@ def test_cli_under_torchrun_with_two_cpu_processes(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 1  # rank 0 alone writes
-    assert records[0]["images_per_second"] > 0
+    assert [r["epoch"] for r in records] == [0, 1]  # rank 0 alone writes
+    assert records[1]["images_per_second"] > 0
     TransformMix.from_pretrained(tmp_path / "out", num_classes=4)
+
+
+def epoch_record(objective, top2, cutmix_top2=0.2):
+    return {
+        "held_out_calibrated_ce": {"transformmix": objective, "mixup": 1.3, "cutmix": 1.5},
+        "held_out_ce": {"transformmix": objective + 2, "mixup": 3.1, "cutmix": 3.5},
+        "held_out_top2": {"transformmix": top2, "mixup": 0.1, "cutmix": cutmix_top2},
+    }
+
+
+def test_the_kept_epoch_recovers_both_classes_as_often_as_the_baselines():
+    start, hides_minor, better = epoch_record(1.30, 0.25), epoch_record(1.20, 0.15), epoch_record(1.25, 0.22)
+    assert min([start, hides_minor, better], key=lambda r: selection_key(r, True)) is better
+    assert min([start, hides_minor], key=lambda r: selection_key(r, True)) is start
+    # When no epoch passes the check, the lowest objective wins.
+    failing = [epoch_record(1.3, 0.1), epoch_record(1.2, 0.1)]
+    assert min(failing, key=lambda r: selection_key(r, True)) is failing[1]
+    # Uncalibrated runs rank by the plain cross-entropy.
+    plain = [epoch_record(1.3, 0.3), epoch_record(1.2, 0.3)]
+    plain[1]["held_out_ce"]["transformmix"] = 9.0
+    assert min(plain, key=lambda r: selection_key(r, False)) is plain[0]
 
 
 def test_bad_config_is_named():
@@ -131,3 +164,5 @@ def test_bad_config_is_named():
         SearchConfig(lr=0).check()
     with pytest.raises(ValueError, match="mode: expected one of"):
         SearchConfig(mode="x").check()
+    with pytest.raises(ValueError, match="opt: expected a timm optimizer name"):
+        SearchConfig(opt="nope").check()

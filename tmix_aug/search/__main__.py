@@ -20,6 +20,9 @@ HELP = {
     "val_samples": "held-out images used for the per-epoch comparison and to pick the best epoch",
     "max_translation": "largest shift of a learned transform (normalised units, [-1, 1] spans the image)",
     "max_linear": "largest change of each entry of a transform's 2x2 linear part",
+    "init_temperature": "mask temperature tau at the start of the search (lower: sharper mask boundaries)",
+    "balance": "balanced masks: each input covers its lambda share of the image (default; --no-balance: the paper's masks)",
+    "opt": "timm optimizer name (default momentum: SGD with momentum, the paper's)",
     "calibrated": "score the teacher at its best temperature per batch (default; --no-calibrated: the paper's plain CE)",
 }
 

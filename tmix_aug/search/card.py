@@ -4,6 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 
+OPTIMIZERS = {"momentum": "SGD with momentum", "sgd": "SGD with Nesterov momentum", "adamw": "AdamW", "adam": "Adam"}
+
+
 def search_card(config: Any, state: dict, data_config: dict, notes: str | None = None) -> str:
     """Markdown body of a searched mixer's README.md.
 
@@ -20,19 +23,23 @@ def search_card(config: Any, state: dict, data_config: dict, notes: str | None =
     def cells(record: dict, key: str, fmt: str) -> str:
         return " | ".join(fmt.format(record[key][n]) if key in record else "-" for n in names)
 
+    def number(value: Any, fmt: str) -> str:
+        return "-" if value is None else fmt.format(value)
+
     rows = "\n".join(
-        f"| {r['epoch']} | {r['train_loss']:.4f} | "
+        f"| {r['epoch']} | {number(r['train_loss'], '{:.4f}')} | "
         + " | ".join(cells(r, key, fmt) for key, _, fmt in columns)
-        + f" | {r.get('teacher_temperature', float('nan')):.2f} | {r['temperature']:.3f} | {r['mean_shift']:.3f}"
-        + f" | {r['mean_linear_change']:.3f} | {r['images_per_second']:.0f} |"
+        + f" | {r.get('teacher_temperature', float('nan')):.2f} | {r.get('held_out_area_gap', float('nan')):.4f}"
+        + f" | {r['temperature']:.3f} | {r['mean_shift']:.3f}"
+        + f" | {r['mean_linear_change']:.3f} | {number(r['images_per_second'], '{:.0f}')} |"
         for r in history
     )
     head = (
         "| epoch | train loss | "
         + " | ".join(f"{title} {n}" for _, title, _ in columns for n in names)
-        + " | teacher T | tau | mean shift | mean A-I | images/s |"
+        + " | teacher T | share gap | tau | mean shift | mean A-I | images/s |"
     )
-    rule = "|" + "---|" * (3 * len(names) + 7)
+    rule = "|" + "---|" * (3 * len(names) + 8)
     data = config.dataset or "ImageFolder"
     return f"""# TransformMix mixer: {config.output.rstrip('/').split('/')[-1]}
 
@@ -42,7 +49,7 @@ of images. It reads only saliency, so it can serve other datasets than the one i
 
 ```python
 import tmix_aug as tm
-mixer = tm.TransformMix.from_pretrained("NAME_OR_PATH", num_classes=NUM_CLASSES, saliency=model_or_"spectral")
+mixer = tm.TransformMix.from_pretrained("NAME_OR_PATH", num_classes=NUM_CLASSES, saliency=model)  # or saliency="spectral"
 x, y = mixer(x, y)
 ```
 
@@ -51,9 +58,9 @@ x, y = mixer(x, y)
 - Teacher: `{config.teacher}` from `{config.teacher_checkpoint}`, frozen; top-1 on the held-out images: {state.get('teacher_top1', float('nan')):.2f}%.
 - Input: {tuple(data_config.get('input_size') or ())}, mean {data_config.get('mean')}, std {data_config.get('std')}.
 - Objective: the teacher's soft-label cross-entropy on mixed images against the lambda-mixed labels{', with the teacher at the temperature that fits each batch best (calibrated; it does not reward blurring)' if getattr(config, 'calibrated', False) else ''}.
-- Optimiser: SGD, lr {config.lr}, momentum {config.momentum}, weight decay {config.weight_decay}, batch {config.batch_size}, constant learning rate; {state['epoch']} of {config.epochs} epochs run{'' if config.max_batches is None else f', at most {config.max_batches} batches per epoch'}.
-- Mixing: K = {config.k}, alpha = {config.alpha}, mode `{config.mode}`, working resolution S = {config.size}, transforms bounded by |t| <= {config.max_translation} and |A - I| <= {config.max_linear} per entry, seed {config.seed}.
-- These weights: epoch {state.get('best_epoch', '-')}, the lowest held-out objective of the run (the output keeps the best epoch; `checkpoint/` the latest, for `--resume`).
+- Optimiser: {OPTIMIZERS.get(getattr(config, 'opt', 'momentum'), config.opt)}, lr {config.lr}{f', momentum {config.momentum}' if getattr(config, 'opt', 'momentum') in ('momentum', 'sgd') else ''}, weight decay {config.weight_decay}, batch {config.batch_size}, constant learning rate; {state['epoch']} of {config.epochs} epochs run{'' if config.max_batches is None else f', at most {config.max_batches} batches per epoch'}.
+- Mixing: K = {config.k}, alpha = {config.alpha}, mode `{config.mode}`, {'balanced masks (each input covers its lambda share of the image)' if config.balance else 'unbalanced masks (the paper)'}, working resolution S = {config.size}, transforms bounded by |t| <= {config.max_translation} and |A - I| <= {config.max_linear} per entry, starting temperature tau = {getattr(config, 'init_temperature', 0.3)}, seed {config.seed}.
+- These weights: epoch {state.get('best_epoch', '-')} (0 is the unsearched start). The output keeps the epoch with the lowest held-out objective among those whose held-out top-2 is at least the best baseline's (the objective can also fall by making an input harder to recognise; the others count only if no epoch passes); `checkpoint/` holds the latest epoch, for `--resume`.
 
 ## Search curve
 On held-out images mixed by each method at the same partners and lambdas, the teacher's
@@ -61,7 +68,8 @@ soft-label cross-entropy at its best temperature for that method's images ("obje
 the mixed image keeps more of what the labels say), the same at temperature 1 ("plain CE", the
 paper's objective, which also rewards making the teacher unsure) and how often the teacher's
 top-2 are exactly the two classes mixed ("top-2"); "teacher T" is the best temperature for the
-learned mixer's images.
+learned mixer's images; "share gap" is the mean over mixed images of sum_k (share of the image
+shown from input k - lambda_k)^2 (0 for Mixup and CutMix).
 
 {head}
 {rule}

@@ -33,7 +33,9 @@ def compare_mixers(
       unsure), and ``temperature``, that temperature;
     - ``top2_both``: the fraction of mixed images (of two different classes) whose top-2
       predictions are exactly those two classes;
-    - ``top1_in``: the fraction whose top-1 prediction is one of the mixed classes.
+    - ``top1_in``: the fraction whose top-1 prediction is one of the mixed classes;
+    - ``area_gap``: how far the inputs' shares of the image are from their label weights
+      (``area_gap``; 0 for Mixup and CutMix).
 
     Args:
         classifier: any (N, C, H, W) -> (N, num_classes) model; put in eval mode here.
@@ -43,12 +45,13 @@ def compare_mixers(
         device: where to compute.
 
     Returns:
-        name -> {"cross_entropy", "calibrated_cross_entropy", "temperature", "top2_both", "top1_in", "images"}.
+        name -> {"cross_entropy", "calibrated_cross_entropy", "temperature", "top2_both", "top1_in",
+        "area_gap", "images"}.
     """
     first = next(iter(mixers.values()))
     generator = torch.Generator().manual_seed(seed)
     classifier = classifier.eval()
-    scored = {name: {"logits": [], "targets": [], "top2_both": 0, "top1_in": 0} for name in mixers}
+    scored = {name: {"logits": [], "targets": [], "top2_both": 0, "top1_in": 0, "area_gap": 0.0} for name in mixers}
     pairs = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
@@ -68,6 +71,7 @@ def compare_mixers(
             both = (top2 == classes[:, :2].sort(dim=-1).values).all(-1)
             record["top2_both"] += int((both & distinct).sum())
             record["top1_in"] += int((logits.argmax(-1)[:, None] == classes).any(-1).sum())
+            record["area_gap"] += float(area_gap(parts.masks, lam)) * x.shape[0]
     if not scored[next(iter(mixers))]["logits"]:
         raise ValueError("batches: expected at least one batch of held-out images, got none")
     results = {}
@@ -80,6 +84,23 @@ def compare_mixers(
             "temperature": float(1 / beta),
             "top2_both": record["top2_both"] / max(pairs, 1),
             "top1_in": record["top1_in"] / len(logits),
+            "area_gap": record["area_gap"] / len(logits),
             "images": len(logits),
         }
     return results
+
+
+def area_gap(masks: Tensor, lam: Tensor) -> Tensor:
+    """How far each input's share of the mixed image is from its share of the label.
+
+    The label says input k makes up lambda_k of the image, as it does exactly for Mixup and
+    CutMix; a learned mask may show more or less of an input than that.
+
+    Args:
+        masks: (N, K, H, W) masks summing to 1 over K.
+        lam: (N, K) label weights.
+
+    Returns:
+        0-d ``mean_n sum_k (mean_pixels masks[n, k] - lam[n, k]) ** 2``.
+    """
+    return (masks.float().mean(dim=(-2, -1)) - lam.float()).square().sum(dim=1).mean()
