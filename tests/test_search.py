@@ -38,11 +38,13 @@ def fitted_teacher(steps: int = 30):
     return teacher.eval().requires_grad_(False)
 
 
-def tiny_run(output, epochs, resume=False):
+def tiny_run(output, epochs, resume=False, **options):
     teacher = fitted_teacher()
     train = SyntheticObjects(48, image_size=16, num_classes=4, transform=TO_TENSOR)
     val = SyntheticObjects(16, image_size=16, num_classes=4, split="val", transform=TO_TENSOR)
-    config = SearchConfig(output=str(output), epochs=epochs, batch_size=16, workers=0, val_samples=16, lr=0.01, resume=resume)
+    config = SearchConfig(
+        output=str(output), epochs=epochs, batch_size=16, workers=0, val_samples=16, lr=0.01, resume=resume, **options
+    )
     return search(config, train_dataset=train, val_dataset=val, teacher=teacher, mean=MEAN, std=STD)
 
 
@@ -105,6 +107,20 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(resumed.state_dict()[key], value), key
     history = [json.loads(line)["epoch"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert history == [0, 1, 2]
+
+
+def test_resuming_a_finished_run_rewrites_its_card_with_notes(tmp_path):
+    """How an evaluation made after the search gets into the model card."""
+    tiny_run(tmp_path / "run", epochs=1)
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Evaluation\nJudged by a classifier of our own.\n")
+    tiny_run(tmp_path / "run", epochs=1, resume=True, card_notes=str(notes))
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert card.count("Judged by a classifier of our own.") == 1 and "| 1 |" in card
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights  # no epoch was run again
+    history = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert history == [0, 1]
 
 
 def write_image_folder(root: Path, classes: int = 4, per_class: int = 8, size: int = 16):

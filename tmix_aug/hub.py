@@ -198,8 +198,13 @@ def save(module: nn.Module, directory: str | os.PathLike, architecture: dict, *,
     state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
     write_atomic(directory / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt"}))
     write_atomic(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
-    card = render_model_card(model_card, architecture)
-    write_atomic(directory / CARD_NAME, lambda tmp: Path(tmp).write_text(card))
+    write_card(directory, architecture, model_card)
+
+
+def write_card(directory: str | os.PathLike, architecture: dict, model_card: str | None = None) -> None:
+    """Write (or rewrite) the README.md model card of a mixer directory, atomically."""
+    text = render_model_card(model_card, architecture)
+    write_atomic(Path(directory) / CARD_NAME, lambda tmp: Path(tmp).write_text(text))
 
 
 def push(

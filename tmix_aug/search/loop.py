@@ -25,7 +25,6 @@ from tqdm import tqdm
 from ..baselines import CutMix, Mixup
 from .. import hub
 from ..atomic import write_atomic
-from ..hub import render_model_card
 from ..mixer import MODES, TransformMix
 from ..viz import save_mix_grid
 from .card import search_card
@@ -318,8 +317,11 @@ def search(
 
     if env.main:
         hub.load_weights(mixer, output)
+        # The card of the final state: also what `--resume --card-notes FILE` on a finished run gives.
+        card = search_card(config, state, data_config, notes)
+        hub.write_card(output, mixer.architecture, card)
         if config.push_to_hub:
-            mixer.push_to_hub(config.push_to_hub, model_card=search_card(config, state, data_config, notes))
+            mixer.push_to_hub(config.push_to_hub, model_card=card)
     if env.world_size > 1:
         dist.barrier()
     return mixer.eval()
@@ -392,7 +394,7 @@ def finish_epoch(
         mixer.save_pretrained(output, model_card=card)
         save_picture(mixer, val_dataset, data_config, output / "mixes.png", config.seed)
     else:
-        write_atomic(output / "README.md", lambda tmp: Path(tmp).write_text(render_model_card(card, mixer.architecture)))
+        hub.write_card(output, mixer.architecture, card)
 
 
 @torch.no_grad()
