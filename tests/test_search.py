@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 import tmix_aug  # noqa: F401  (registers cifar_resnet20 with timm)
 from tmix_aug import TransformMix
 from tmix_aug.search import SearchConfig, SearchObjective, search
-from tmix_aug.search.loop import selection_key
+from tmix_aug.search.loop import kept_record
 from tmix_aug.synthetic import SyntheticObjects
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -89,7 +89,7 @@ def test_search_writes_a_loadable_mixer_with_its_curve(tmp_path):
     latest = safetensors.torch.load_file(run / "checkpoint" / "mixer.safetensors")
     assert latest["mpn.head.weight"].abs().sum() > 0  # the search learned something
     # The output is the epoch that ranks first, not simply the last one.
-    kept = min(records, key=lambda r: selection_key(r, True))["epoch"]
+    kept = kept_record(records, calibrated=True)["epoch"]
     assert json.loads((run / "checkpoint" / "state.json").read_text())["best_epoch"] == kept
     if kept == 0:
         assert learned.mpn.head.weight.abs().sum() == 0  # the unsearched start
@@ -162,17 +162,22 @@ def epoch_record(objective, top2, cutmix_top2=0.2):
     }
 
 
-def test_the_kept_epoch_recovers_both_classes_as_often_as_the_baselines():
-    start, hides_minor, better = epoch_record(1.30, 0.25), epoch_record(1.20, 0.15), epoch_record(1.25, 0.22)
-    assert min([start, hides_minor, better], key=lambda r: selection_key(r, True)) is better
-    assert min([start, hides_minor], key=lambda r: selection_key(r, True)) is start
-    # When no epoch passes the check, the lowest objective wins.
+def test_the_kept_epoch_reads_both_classes_as_often_as_the_start_and_the_baselines():
+    start = epoch_record(1.30, 0.25)
+    hides_minor, better, worse_but_recognisable = epoch_record(1.20, 0.21), epoch_record(1.25, 0.26), epoch_record(1.35, 0.30)
+    assert kept_record([start, hides_minor, better, worse_but_recognisable], calibrated=True) is better
+    # Beating the baselines (0.2) is not enough: an epoch must also read both classes as the start did.
+    assert kept_record([start, hides_minor], calibrated=True) is start
+    # A start below the baselines: the baselines set the bar.
+    weak_start = epoch_record(1.30, 0.15)
+    assert kept_record([weak_start, epoch_record(1.25, 0.18), epoch_record(1.28, 0.21)], calibrated=True)["held_out_top2"]["transformmix"] == 0.21
+    # When no epoch passes, the lowest objective wins.
     failing = [epoch_record(1.3, 0.1), epoch_record(1.2, 0.1)]
-    assert min(failing, key=lambda r: selection_key(r, True)) is failing[1]
+    assert kept_record(failing, calibrated=True) is failing[1]
     # Uncalibrated runs rank by the plain cross-entropy.
     plain = [epoch_record(1.3, 0.3), epoch_record(1.2, 0.3)]
     plain[1]["held_out_ce"]["transformmix"] = 9.0
-    assert min(plain, key=lambda r: selection_key(r, False)) is plain[0]
+    assert kept_record(plain, calibrated=False) is plain[0]
 
 
 def test_bad_config_is_named():

@@ -351,19 +351,26 @@ def held_out_record(mixer: TransformMix, teacher: nn.Module, val_dataset: Datase
     }
 
 
-def selection_key(record: dict, calibrated: bool) -> tuple[bool, float]:
-    """Sort key of the epochs; the output keeps the smallest (ours).
+def kept_record(history: list[dict], calibrated: bool) -> dict:
+    """The epoch whose mixer the output keeps (ours), from the per-epoch records.
 
     The lowest held-out objective among the epochs whose mixes the teacher reads as both
-    classes (top-2) at least as often as the best baseline's; the others count only when no
-    epoch passes. Why: the objective can also fall by making an input harder to recognise
-    (without balanced masks, by shrinking the input with the smaller lambda), and on CIFAR-10
-    the teacher's top-2 ranks mixers as a classifier that took no part in the search does.
+    classes (top-2) at least as often as the best baseline's and the unsearched start's (the
+    first record, epoch 0); when no epoch passes, the lowest objective of all. Why: the
+    objective can also fall by making an input harder to recognise (without balanced masks,
+    by shrinking the input with the smaller lambda), and on CIFAR-10 the teacher's top-2 ranks
+    mixers as a classifier that took no part in the search does. A searched epoch replaces the
+    start only when it is better at the objective and no worse at that.
     """
-    top2 = record["held_out_top2"]
-    best_baseline = max(value for name, value in top2.items() if name != "transformmix")
-    objective = record["held_out_calibrated_ce" if calibrated else "held_out_ce"]["transformmix"]
-    return top2["transformmix"] < best_baseline, objective
+    start = history[0]["held_out_top2"]["transformmix"]
+
+    def rank(record: dict) -> tuple[bool, float]:
+        top2 = record["held_out_top2"]
+        floor = max(start, *(value for name, value in top2.items() if name != "transformmix"))
+        objective = record["held_out_calibrated_ce" if calibrated else "held_out_ce"]["transformmix"]
+        return top2["transformmix"] < floor, objective
+
+    return min(history, key=rank)
 
 
 def finish_epoch(
@@ -385,7 +392,7 @@ def finish_epoch(
     write_atomic(output / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in state["history"])))
     # The output holds the best held-out epoch so far (ours): with a teacher that has memorised
     # its training images, the training objective can keep falling while the held-out one rises.
-    best = min(state["history"], key=lambda r: selection_key(r, config.calibrated))
+    best = kept_record(state["history"], config.calibrated)
     improved = best is record
     state["best_epoch"] = best["epoch"]
     checkpoint.save(mixer, optimizer, state)
