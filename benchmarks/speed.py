@@ -4,8 +4,9 @@
 
 Two figures (issue 2, item 7):
 1. Mixing time per batch against timm's ``Mixup`` on the same batch (32x32 batch 128 and
-   224x224 batch 64): TransformMix with the saliency given (the mixing itself), with the
-   teacher-free spectral saliency, and with CAMs from a ResNet-50 (the model being trained).
+   224x224 batch 64): TransformMix with the saliency given (the mixing itself; also with
+   unbalanced masks, to show what balancing costs), with the teacher-free spectral saliency,
+   and with CAMs from a ResNet-50 (the model being trained).
 2. What "saliency from the network being trained" adds to a ResNet-50 224x224 training step.
 
 Each figure is the median of ``--repeats`` timings; methods are timed in interleaved order so
@@ -55,6 +56,7 @@ def mixing_table(size: int, batch: int, repeats: int, device: torch.device, resn
     timm_mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, num_classes=1000)
     cached = torch.rand(batch, 7, 7, device=device)
     given = TransformMix(1000, saliency=lambda images, targets: cached).to(device)
+    unbalanced = TransformMix(1000, saliency=lambda images, targets: cached, balance=False).to(device)
     spectral = TransformMix(1000, saliency="spectral").to(device)
     cam = TransformMix(1000, saliency=ClassActivationMap(resnet)).to(device)
     with torch.no_grad():
@@ -62,6 +64,7 @@ def mixing_table(size: int, batch: int, repeats: int, device: torch.device, resn
             {
                 "timm Mixup": lambda: timm_mixup(x.clone(), y),
                 "TransformMix, saliency given (the mixing itself)": lambda: given(x, y),
+                "the same, unbalanced masks (balance=False)": lambda: unbalanced(x, y),
                 "TransformMix, spectral saliency": lambda: spectral(x, y),
                 "TransformMix, CAM of a ResNet-50": lambda: cam(x, y),
             },

@@ -82,6 +82,7 @@ def test_search_writes_a_loadable_mixer_with_its_curve(tmp_path):
     assert records[-1]["teacher_temperature"] > 0
     assert (run / "mixes.png").stat().st_size > 0
     card = (run / "README.md").read_text()
+    assert 'from_pretrained("run",' in card  # the card shows how to load this very mixer
     assert "| 0 | - |" in card and "| 2 |" in card and "objective transformmix" in card and "lr 0.01" in card and "calibrated" in card
     loaded = TransformMix.from_pretrained(run, num_classes=4)
     for key, value in learned.state_dict().items():

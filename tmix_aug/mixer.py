@@ -62,8 +62,8 @@ class TransformMix(UsesSaliency, BatchMixer):
     sample and input so that input k covers exactly the share lambda_k of the image (at S x S),
     as in Mixup and CutMix; the networks decide where each input shows and how sharp the
     boundaries are, not how much of it. Why: without it the search learns to shrink the
-    input with the smaller lambda below its label weight (on CIFAR-10, to about 2/3 of it),
-    which lowers the teacher's loss but makes that input harder to recognise for every
+    input with the smaller lambda below its label weight (on CIFAR-10, from 1.2x to 0.8x of
+    it), which lowers the teacher's loss but makes that input harder to recognise for every
     classifier. ``balance=False`` gives the paper's unconstrained masks.
 
     The mixer starts in eval mode: as an augmentation no gradient flows into its networks

@@ -41,7 +41,8 @@ def search_card(config: Any, state: dict, data_config: dict, notes: str | None =
     )
     rule = "|" + "---|" * (3 * len(names) + 8)
     data = config.dataset or "ImageFolder"
-    return f"""# TransformMix mixer: {config.output.rstrip('/').split('/')[-1]}
+    name = config.output.rstrip("/").split("/")[-1]
+    return f"""# TransformMix mixer: {name}
 
 A mixer learned with `python -m tmix_aug.search` (TransformMix, arXiv 2403.12429): a spatial
 transformer and a mask network that read saliency maps (class activation maps) and mix batches
@@ -49,7 +50,7 @@ of images. It reads only saliency, so it can serve other datasets than the one i
 
 ```python
 import tmix_aug as tm
-mixer = tm.TransformMix.from_pretrained("NAME_OR_PATH", num_classes=NUM_CLASSES, saliency=model)  # or saliency="spectral"
+mixer = tm.TransformMix.from_pretrained("{config.push_to_hub or name}", num_classes=NUM_CLASSES, saliency=model)  # or saliency="spectral"
 x, y = mixer(x, y)
 ```
 
