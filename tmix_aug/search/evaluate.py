@@ -35,7 +35,7 @@ def compare_mixers(
       predictions are exactly those two classes;
     - ``top1_in``: the fraction whose top-1 prediction is one of the mixed classes;
     - ``area_gap``: how far the inputs' shares of the image are from their label weights
-      (``area_gap``; 0 for Mixup and CutMix).
+      (see ``area_gap``; 0 for Mixup, CutMix and balanced masks).
 
     Args:
         classifier: any (N, C, H, W) -> (N, num_classes) model; put in eval mode here.
