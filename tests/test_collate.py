@@ -124,3 +124,16 @@ def test_bad_samples_are_named(batch, error, words):
 def test_collate_needs_a_mixer():
     with pytest.raises(TypeError, match="mixer: expected a tmix_aug mixer"):
         TransformMixCollate(lambda x, y: (x, y))
+
+
+def test_a_fresh_collate_at_epoch_1_does_not_repeat_epoch_0():
+    """The epoch keys the stream: a resumed run (a new collate, set_epoch(1)) draws anew."""
+    samples = [Blobs()[i] for i in range(8)]
+
+    def first_batch(epoch):
+        collate = TransformMixCollate(TransformMix(4), seed=0)
+        collate.set_epoch(epoch)
+        return collate(samples)[1]
+
+    assert torch.equal(first_batch(0), first_batch(0))
+    assert not torch.equal(first_batch(0), first_batch(1))

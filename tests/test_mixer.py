@@ -311,3 +311,86 @@ def test_bad_arguments_are_named(kwargs, words):
 def test_generator_must_be_on_the_cpu(batch):
     with pytest.raises(TypeError, match="generator: expected a torch.Generator"):
         TransformMix(5).mix(*batch, generator=123)
+
+
+# Pins: each test below fails if the step it names is skipped or broken in the mixer.
+
+
+def rebuild(x, out):
+    """The mix a result describes: warp each input with its theta, weight by its mask, sum over K."""
+    moved = warp(x[out.index], out.thetas)
+    return (moved * out.masks[:, :, None]).sum(1)
+
+
+def test_images_rebuild_from_index_thetas_and_masks_with_moved_inputs():
+    x, y = blob_batch(n=6, size=24)
+    mixer = searched_like(TransformMix(5, size=16))
+    out = mixer.mix(x, y, generator=gen(7))
+    mixed = out.lam[:, 0] < 1
+    identity = torch.eye(2, 3).expand_as(out.thetas)
+    assert (out.thetas[mixed] - identity[mixed]).abs().amax() > 0.05  # the inputs really move
+    torch.testing.assert_close(out.images, rebuild(x, out), atol=1e-5, rtol=1e-5)
+
+
+def shifting_mixer(shift: float, **kwargs) -> TransformMix:
+    """A stn-only mixer whose transformer moves input 1 by ``shift`` (normalised x units), input 0 not."""
+    mixer = TransformMix(2, mode="stn-only", alpha=1000.0, max_translation=1.0, **kwargs)
+    head = mixer.stn.head
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[6 + 4] = math.atanh(shift / mixer.stn.max_translation)  # input 1's x translation
+    return mixer
+
+
+def test_a_known_shift_moves_the_mask_peak_with_the_object():
+    """Masks come from the moved saliency: input 1's mask follows its object to where it was moved."""
+    x = torch.zeros(2, 3, 32, 32)
+    x[0, :, 4:10, 4:10] = 1.0  # sample 0's object, top left
+    x[1, :, 20:26, 4:10] = 1.0  # sample 1's object, bottom left
+    y = torch.tensor([0, 1])
+    brightness = lambda images, targets: images.mean(1)  # noqa: E731
+    # affine_grid maps output to input: output(p) = input(p - 0.5) moves content 0.5 * 16 = 8 px right.
+    out = shifting_mixer(-0.5, saliency=brightness, size=32).mix(x, y, generator=gen(0))
+    partner = out.index[0, 1]
+    assert partner == 1
+    torch.testing.assert_close(out.thetas[0, 1, 0, 2], torch.tensor(-0.5))
+    columns = out.masks[0, 1].sum(0)  # (W,) input 1's mask in sample 0, summed over rows
+    rows = out.masks[0, 1].sum(1)
+    centre_x = float((columns * torch.arange(32)).sum() / columns.sum())
+    centre_y = float((rows * torch.arange(32)).sum() / rows.sum())
+    assert abs(centre_x - (6.5 + 8)) < 2.0, centre_x  # unmoved saliency would leave it at 6.5
+    assert centre_y > 16  # still in the bottom half, where sample 1's object is
+    moved = warp(x[out.index], out.thetas)[0, 1, 0]
+    assert moved[20:26, 12:18].min() > 0.99 and out.masks[0, 1, 20:26, 12:18].min() > 0.5
+
+
+def test_transform_bounds_hold_under_a_huge_head(batch):
+    x, y = batch
+    mixer = TransformMix(5, max_translation=0.3, max_linear=0.2)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(mixer.stn.head.weight, std=1e4)
+    torch.nn.init.normal_(mixer.stn.head.bias, std=1e4)
+    out = mixer.mix(x, y, generator=gen(0))
+    linear, shift = out.thetas[..., :2], out.thetas[..., 2]
+    eye = torch.eye(2)
+    assert (linear - eye).abs().amax() <= 0.2 + 1e-6 and shift.abs().amax() <= 0.3 + 1e-6
+    assert (linear - eye).abs().amax() > 0.19 and shift.abs().amax() > 0.29  # saturated, not zero
+    assert torch.isfinite(out.images).all()
+
+
+def test_the_noise_alone_changes_the_transforms(batch):
+    """Same partners and lambdas, another noise seed: other transforms; the same seed: the same."""
+    from dataclasses import replace
+
+    from tmix_aug.sampling import draw_mix
+
+    x, y = batch
+    mixer = searched_like(TransformMix(5))
+    labels = F.one_hot(y, 5).float()
+    draw = draw_mix(len(x), 2, 1.0, 1.0, x.device, gen(0))
+    a = mixer.mix_images(x, labels, draw)
+    b = mixer.mix_images(x, labels, replace(draw, seed=draw.seed + 1))
+    again = mixer.mix_images(x, labels, draw)
+    assert torch.equal(a.thetas, again.thetas)
+    assert (a.thetas - b.thetas).abs().amax() > 1e-4

@@ -324,3 +324,30 @@ def test_spectral_residual_peaks_on_the_object_not_the_corners():
         on_border = int(((rows == 0) | (rows == 63) | (cols == 0) | (cols == 63)).sum())
         assert on_object >= on_object_at_least and on_border >= on_border_at_least, (margin, on_object, on_border)
     assert on_border == 0  # with the margin, no peak on the border
+
+
+def test_cam_looks_through_a_distributed_data_parallel_wrapper(models, tmp_path):
+    """World size 1 in this process, gloo: the wrapped model gives the plain model's maps."""
+    import torch.distributed as dist
+
+    model = models["timm_resnet18"]
+    x, targets = _images(), _one_hot([0, 1, 2])
+    plain = _cam(model)(x, targets)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = nn.parallel.DistributedDataParallel(model)
+        torch.testing.assert_close(_cam(wrapped)(x, targets), plain, rtol=0, atol=0)
+        assert wrapped.module is model
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cam_looks_through_a_torch_compile_wrapper(models):
+    """The maps come from the model inside the wrapper (``_orig_mod``), so nothing is compiled:
+    the compiled forward is never run, and a torchvision ResNet is still recognised."""
+    for name in ("torchvision_resnet18", "timm_resnet18"):
+        model = models[name]
+        compiled = torch.compile(model)
+        assert compiled._orig_mod is model
+        x, targets = _images(), _one_hot([0, 1, 2])
+        torch.testing.assert_close(_cam(compiled)(x, targets), _cam(model)(x, targets), rtol=0, atol=0)
