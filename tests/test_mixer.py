@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from conftest import TinyClassifier, blob_batch
 
 from tmix_aug import MixResult, TransformMix
-from tmix_aug.mixer import MODES, warp
+from tmix_aug.functional import warp
+from tmix_aug.mixer import MODES
 
 
 def gen(seed=0):
@@ -103,7 +104,7 @@ def test_balanced_masks_show_each_input_on_its_lambda_share_of_the_image(k):
 
 
 def test_balanced_softmax_reaches_lambda_and_passes_gradients():
-    from tmix_aug.mixing import balanced_softmax
+    from tmix_aug.functional import balanced_softmax
 
     torch.manual_seed(0)
     logits = (torch.randn(5, 3, 8, 8) * 2).requires_grad_()
@@ -293,9 +294,9 @@ def test_bad_input_is_named(make, error, words, batch):
     "kwargs, words",
     [
         ({"k": 1}, "k: expected an int >= 2"),
-        ({"alpha": 0}, "alpha: expected a number > 0"),
-        ({"prob": 1.5}, "prob: expected a number in [0, 1]"),
-        ({"label_smoothing": 1.0}, "label_smoothing: expected a number in [0, 1)"),
+        ({"alpha": 0}, "alpha: expected a finite number > 0"),
+        ({"prob": 1.5}, "prob: expected a finite number in [0, 1]"),
+        ({"label_smoothing": 1.0}, "label_smoothing: expected a finite number in [0, 1)"),
         ({"mode": "puzzle"}, "mode: expected one of"),
         ({"size": 4}, "size: expected an int >= 8"),
         ({"balance": "yes"}, "balance: expected True or False"),
@@ -394,3 +395,41 @@ def test_the_noise_alone_changes_the_transforms(batch):
     again = mixer.mix_images(x, labels, draw)
     assert torch.equal(a.thetas, again.thetas)
     assert (a.thetas - b.thetas).abs().amax() > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.uint8, torch.int64])
+def test_labels_of_any_integer_dtype(batch, dtype):
+    x, y = batch
+    mixer = TransformMix(5)
+    out = mixer.mix(x, y.to(dtype), generator=gen(0))
+    reference = mixer.mix(x, y, generator=gen(0))
+    assert torch.equal(out.targets, reference.targets) and torch.equal(out.images, reference.images)
+
+
+def test_mixup_enabled_false_turns_mixing_off_like_timm(batch):
+    x, y = batch
+    mixer = searched_like(TransformMix(5, label_smoothing=0.1))
+    mixer.mixup_enabled = False
+    images, targets = mixer(x, y)
+    assert torch.equal(images, x)
+    torch.testing.assert_close(targets, F.one_hot(y, 5).float() * 0.9 + 0.02)
+    mixer.mixup_enabled = True
+    assert not torch.equal(mixer(x, y)[0], x)
+
+
+@pytest.mark.parametrize("name", ["alpha", "init_temperature", "max_translation", "max_linear", "prob", "label_smoothing"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_arguments_are_refused(name, value):
+    with pytest.raises(ValueError, match=f"{name}: expected a finite number"):
+        TransformMix(5, **{name: value})
+
+
+def test_soft_targets_must_sum_to_one(batch):
+    x, _ = batch
+    soft = torch.softmax(torch.randn(len(x), 5), dim=1)
+    TransformMix(5).mix(x, soft)  # sums to 1 up to rounding: accepted
+    TransformMix(5).mix(x, soft.half().float())
+    bad = soft.clone()
+    bad[2] *= 15
+    with pytest.raises(ValueError, match="y: soft target rows must sum to 1.*row 2 sums to 15"):
+        TransformMix(5).mix(x, bad)
