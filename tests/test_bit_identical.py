@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 
-import pytest
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 

@@ -34,6 +34,9 @@ FAST = [
     "1",
 ]
 SYNTHETIC = ["--dataset", "synthetic", "--synthetic-samples", "32", "--synthetic-classes", "4"]
+# A one-block ViT on the same 16 px images, for TransMix.
+VIT = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=16", "patch_size=8", "depth=1"]
+VIT += ["--img-size", "16", "-b", "8", "-j", "0", "--warmup-epochs", "0", "--no-progress", "--opt", "adamw", "--lr", "1e-3"]
 
 
 def read_csv(path) -> list[dict[str, str]]:
@@ -164,39 +167,8 @@ def test_saliency_from_a_teacher_checkpoint(tmp_path):
 
 def test_transmix_on_a_vision_transformer(tmp_path):
     run_main(
-        SYNTHETIC
-        + [
-            "--model",
-            "vit_tiny_patch16_224",
-            "--model-kwargs",
-            "img_size=16",
-            "patch_size=8",
-            "depth=1",
-            "--img-size",
-            "16",
-            "-b",
-            "8",
-            "-j",
-            "0",
-            "--warmup-epochs",
-            "0",
-            "--no-progress",
-            "--opt",
-            "adamw",
-            "--lr",
-            "1e-3",
-            "--epochs",
-            1,
-            "--mixer",
-            "cutmix",
-            "--transmix",
-            "--mix-grid",
-            "",
-            "--output",
-            tmp_path,
-            "--experiment",
-            "vit",
-        ]
+        SYNTHETIC + VIT + ["--epochs", 1, "--mixer", "cutmix", "--transmix", "--mix-grid", ""]
+        + ["--output", tmp_path, "--experiment", "vit"]
     )
     assert len(read_csv(tmp_path / "vit" / "summary.csv")) == 1
     assert not (tmp_path / "vit" / "mix.png").exists()
@@ -457,10 +429,7 @@ def test_transmix_relabels_every_step(tmp_path, monkeypatch):
     monkeypatch.setattr(TransMixLabels, "relabel", relabel)
     monkeypatch.setattr(SoftTargetCrossEntropy, "forward", loss)
     run_main(
-        SYNTHETIC
-        + ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=16", "patch_size=8", "depth=1"]
-        + ["--img-size", 16, "-b", 8, "-j", 0, "--warmup-epochs", 0, "--no-progress", "--opt", "adamw"]
-        + ["--lr", "1e-3", "--epochs", 2, "--mixer", "cutmix", "--transmix", "--mix-grid", ""]
+        SYNTHETIC + VIT + ["--epochs", 2, "--mixer", "cutmix", "--transmix", "--mix-grid", ""]
         + ["--output", tmp_path, "--experiment", "vit"]
     )
     assert len(relabelled) == len(used) == 2 * 4  # 32 images, batch 8, 2 epochs

@@ -4,8 +4,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import functional, models, saliency  # models: registers the small-image classifiers with timm
-from . import baselines, mixer  # noqa: F401  registers the mixers with the registry
+# models registers the small-image classifiers with timm; baselines and mixer register the mixers.
+from . import baselines, functional, mixer, models, saliency  # noqa: F401
 from .collate import TransformMixCollate
 from .mixer import TransformMix
 from .mixing import BatchMixer

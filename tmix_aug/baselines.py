@@ -23,6 +23,7 @@ from .registry import register_mixer
 from .saliency import SaliencySource
 from .sampling import MixDraw
 
+
 def _no_saliency(n: int, k: int, device: torch.device) -> Tensor:
     """(N, K, 0, 0) float32: the saliency field of methods that use none."""
     return torch.zeros(n, k, 0, 0, device=device)

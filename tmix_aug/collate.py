@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .checks import check_int, check_labels
 from .functional import smooth_labels
+from .mixer import TransformMix
 from .mixing import BatchMixer
 from .sampling import draw_seed, stream_seed
 
@@ -114,8 +115,6 @@ class TransformMixCollate:
         **mixer_options: Any,
     ) -> "TransformMixCollate":
         """A collate around ``TransformMix.from_pretrained(name_or_path, **mixer_options)``."""
-        from .mixer import TransformMix
-
         return cls(TransformMix.from_pretrained(name_or_path, **mixer_options), seed=seed, off_epoch=off_epoch)
 
     @property
