@@ -105,9 +105,9 @@ class TransformMix(BatchMixer):
         if len(stn_channels) != 2:
             raise ValueError(f"stn_channels: expected two channel counts, got {stn_channels!r}")
         for name, value in (("stn_channels", stn_channels[0]), ("stn_channels", stn_channels[1]),
-                            ("stn_hidden", stn_hidden), ("mpn_channels", mpn_channels),
-                            ("mpn_layers", mpn_layers), ("mpn_kernel", mpn_kernel)):
+                            ("stn_hidden", stn_hidden), ("mpn_channels", mpn_channels), ("mpn_kernel", mpn_kernel)):
             check_int(name, value, 1)
+        check_int("mpn_layers", mpn_layers, 0)
         if mpn_kernel % 2 != 1:
             raise ValueError(f"mpn_kernel: expected an odd kernel size, got {mpn_kernel!r}")
         for name, value in (("max_translation", max_translation), ("max_linear", max_linear),
