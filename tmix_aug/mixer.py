@@ -11,8 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hub
-from .mixing import BatchMixer, MixedImages, UsesSaliency, balanced_softmax, blend, identity_thetas, keep_unmixed
+from .checks import check_bool, check_choice, check_int, check_positive
+from .functional import balanced_softmax, blend, identity_thetas, keep_unmixed, warp
+from .mixing import BatchMixer, MixedImages
 from .nets import LocalizationNet, MaskNet
+from .registry import register_mixer
+from .saliency import SaliencySource
 from .sampling import MixDraw, device_generator
 
 MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
@@ -25,26 +29,8 @@ MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
 """
 
 
-def warp(x: Tensor, thetas: Tensor) -> Tensor:
-    """Apply one affine transform per input, all in one ``grid_sample`` call.
-
-    Pixels that come from outside the image are 0 (ours; for normalised images 0 is the mean
-    colour).
-
-    Args:
-        x: (N, K, C, H, W) the inputs of each mixed image.
-        thetas: (N, K, 2, 3) ``affine_grid`` transforms (output -> input coordinates).
-
-    Returns:
-        (N, K, C, H, W) warped inputs, in the dtype of ``thetas``.
-    """
-    n, k, c, h, w = x.shape
-    flat = x.reshape(n * k, c, h, w).to(thetas.dtype)
-    grid = F.affine_grid(thetas.reshape(n * k, 2, 3), [n * k, c, h, w], align_corners=False)
-    return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view(n, k, c, h, w)
-
-
-class TransformMix(UsesSaliency, BatchMixer):
+@register_mixer("transformmix")
+class TransformMix(BatchMixer):
     """TransformMix (Cheung & Yeung, arXiv 2403.12429) as a batch augmentation layer.
 
     For each sample: pick K - 1 partners and Dirichlet(alpha) label weights lambda; compute
@@ -113,18 +99,20 @@ class TransformMix(UsesSaliency, BatchMixer):
         super().__init__(
             num_classes, k=k, alpha=alpha, label_smoothing=label_smoothing, prob=prob, check_inputs=check_inputs
         )
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-        if not isinstance(balance, bool):
-            raise ValueError(f"balance: expected True or False, got {balance!r}")
-        if not isinstance(size, int) or size < 8:
-            raise ValueError(f"size: expected an int >= 8 (the working resolution S), got {size!r}")
+        check_choice("mode", mode, MODES)
+        check_bool("balance", balance)
+        check_int("size", size, 8)
         if len(stn_channels) != 2:
             raise ValueError(f"stn_channels: expected two channel counts, got {stn_channels!r}")
+        for name, value in (("stn_channels", stn_channels[0]), ("stn_channels", stn_channels[1]),
+                            ("stn_hidden", stn_hidden), ("mpn_channels", mpn_channels), ("mpn_kernel", mpn_kernel)):
+            check_int(name, value, 1)
+        check_int("mpn_layers", mpn_layers, 0)
         if mpn_kernel % 2 != 1:
             raise ValueError(f"mpn_kernel: expected an odd kernel size, got {mpn_kernel!r}")
-        if not init_temperature > 0:
-            raise ValueError(f"init_temperature: expected a number > 0, got {init_temperature!r}")
+        for name, value in (("max_translation", max_translation), ("max_linear", max_linear),
+                            ("init_temperature", init_temperature)):
+            check_positive(name, value)
         self.mode = mode
         self.balance = balance
         self.size = size
@@ -160,7 +148,7 @@ class TransformMix(UsesSaliency, BatchMixer):
             else None
         )
         self.log_temperature = nn.Parameter(torch.tensor(math.log(init_temperature)))
-        self.saliency = saliency
+        self.saliency = SaliencySource(saliency, size)  # a plain holder: the model in it is not owned
         self.train(False)
 
     @property
@@ -176,7 +164,7 @@ class TransformMix(UsesSaliency, BatchMixer):
 
     def _mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
         n, k, s = x.shape[0], self.k, self.size
-        saliency = self.saliency_maps(x, labels)[draw.index]
+        saliency = self.saliency(x, labels)[draw.index]
         lam_planes = draw.lam[:, :, None, None].expand(n, k, s, s)
         if self.stn is not None:
             noise = torch.randn(n, 1, s, s, device=x.device, generator=device_generator(draw.seed, x.device))

@@ -53,10 +53,11 @@ from torch import nn
 from tqdm import tqdm
 
 from . import models as _models  # noqa: F401  registers the small-image classifiers with timm
-from .baselines import MIXER_NAMES, NoMix, create_mixer
+from .baselines import NoMix
 from .data import count_classes, create_image_dataset
 from .hub import bundled_names
 from .mixing import BatchMixer
+from .registry import create_mixer, list_mixers
 
 SALIENCY_MIXERS = ("saliencymix", "transformmix")
 
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     group = parser.add_argument_group("Mixer")
     group.add_argument(
-        "--mixer", default="none", choices=MIXER_NAMES, help="batch mixer (default: none)"
+        "--mixer", default="none", choices=list_mixers(), help="batch mixer (default: none)"
     )
     group.add_argument(
         "--mixer-path",
