@@ -205,7 +205,8 @@ def test_transmix_on_a_vision_transformer(tmp_path):
 BAD_INPUT = [
     (["--mixer", "puzzlemix"], "argument --mixer: invalid choice: 'puzzlemix'"),
     (["--mixer", "transformmix", "--mixer-path", "no/such-mixer-here"], "no/such-mixer-here"),
-    (["--mixer", "transformmix"], "--mixer-path: --mixer transformmix needs searched weights"),
+    (["--mixer", "transformmix", "--mixer-mode", "bogus"], "--mixer-mode: without --mixer-path only saliency-softmax"),
+    (["--grad-accum-steps", "2"], "--grad-accum-steps: not supported by tmix-train"),
     (
         ["--mixer", "mixup", "--mixer-path", "x"],
         "--mixer-path: only --mixer transformmix loads weights",
