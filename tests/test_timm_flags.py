@@ -138,7 +138,7 @@ def test_loss_is_timms_choice():
         (["--mixup", "0.8", "-b", "7"], "--batch-size: timm's Mixup pairs each batch"),
         (["--mixup-mode", "elem"], "--mixup-mode: configures timm's --mixup/--cutmix, which are off"),
         (["--mixer", "transformmix", "--mixer-mode", "bogus"], "--mixer-mode: without --mixer-path"),
-        (["--lr", "nan"], "--lr: expected a finite number > 0"),
+        (["--lr", "nan"], "--lr: expected a finite number >= 0"),
         (["--mixer-alpha", "inf"], "--mixer-alpha: expected a finite number >= 0"),
         (["--class-map", "map.txt"], "--class-map: used by image folders and timm datasets"),
     ],

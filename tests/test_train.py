@@ -308,7 +308,8 @@ def test_two_cpu_processes_with_torchrun(tmp_path):
     rows = read_csv(tmp_path / "out" / "ddp" / "summary.csv")
     assert [r["epoch"] for r in rows] == ["0", "1"]
     # 16 images over 2 processes of batch 4: 2 steps per process per epoch.
-    assert done.stdout.count("epoch 0:") == 1 and done.stdout.count("2 process(es) on cpu") == 1
+    log = done.stdout + done.stderr  # timm's console logging
+    assert log.count("epoch 0:") == 1 and log.count("2 process(es) on cpu") == 1
     assert (tmp_path / "out" / "ddp" / "mix.png").is_file()
 
 

@@ -62,7 +62,7 @@ TAGS = ["data-augmentation", "transformmix", "image-classification"]
 
 
 def bundled_names() -> list[str]:
-    """Names of the mixers shipped inside the package (``tmix_aug/pretrained/NAME``)."""
+    """Names of the bundled mixers (``pretrained/NAME``; ``tmix_aug/pretrained/NAME`` in the wheel)."""
     if not BUNDLED_DIR.is_dir():
         return []
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG_NAME).is_file())

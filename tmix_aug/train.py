@@ -428,14 +428,16 @@ def read_config_file(parser: argparse.ArgumentParser, path: str) -> dict[str, An
             destinations[action.dest] = action
     defaults = {}
     for key, value in config.items():
+        if key == "config":  # a run's args.yaml names the file it was read from
+            continue
         action = destinations.get(str(key))
-        if action is None or action.dest in ("help", "config"):
+        if action is None or action.dest == "help":
             parser.error(f"--config: {path}: unknown key {key!r} (not a tmix-train or timm train.py flag)")
         if value is not None and action.type in (int, float) and action.nargs is None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 parser.error(f"--config: {path}: {key} expected a number, got {value!r}")
             value = action.type(value) if action.type is float or float(value).is_integer() else value
-        if action.choices is not None and value not in action.choices:
+        if action.choices is not None and value not in action.choices and not (value is None is action.default):
             parser.error(f"--config: {path}: {key} expected one of {list(action.choices)}, got {value!r}")
         defaults[action.dest] = value
     return defaults
@@ -467,8 +469,8 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{_flag(name)}: expected a finite number >= 0, got {value}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise ValueError(f"--lr: expected a finite number > 0, got {args.lr}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr >= 0):
+        raise ValueError(f"--lr: expected a finite number >= 0, got {args.lr}")
     if not 0.0 <= args.smoothing < 1.0:
         raise ValueError(f"--smoothing: expected a value in [0, 1), got {args.smoothing}")
     if timm_mixup_active(args):
