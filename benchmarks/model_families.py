@@ -21,6 +21,7 @@ FAMILIES = {
     "timm DenseNet (densenet121)": lambda: timm.create_model("densenet121", num_classes=5),
     "timm MobileNetV3 (mobilenetv3_small_050)": lambda: timm.create_model("mobilenetv3_small_050", num_classes=5),
     "tmix_aug CIFAR ResNet (cifar_resnet20)": lambda: timm.create_model("cifar_resnet20", num_classes=5),
+    "tmix_aug PreActResNet-18 (preact_resnet18)": lambda: timm.create_model("preact_resnet18", num_classes=5),
     "torchvision ResNet (resnet18)": lambda: torchvision.models.resnet18(num_classes=5),
     "timm ViT (vit_tiny_patch16_224)": lambda: timm.create_model(
         "vit_tiny_patch16_224", num_classes=5, img_size=IMAGE, depth=2

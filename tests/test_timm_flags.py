@@ -37,10 +37,12 @@ def test_the_fixture_lists_timm_train_flags():
         assert flag in names
 
 
+PARSER = train.build_parser()
+
+
 @pytest.mark.parametrize("flag, example, default", TIMM_FLAGS, ids=[f[0] for f in TIMM_FLAGS])
 def test_every_timm_flag_is_accepted_with_timm_default(flag, example, default):
-    parser = train.build_parser()
-    action = next(a for a in parser._actions if flag in a.option_strings)
+    action = next(a for a in PARSER._actions if flag in a.option_strings)
     if flag not in OWN_DEFAULTS:
         assert action.default == eval(default), f"{flag}: default {action.default!r}, timm's {default}"
     if flag == "--config":
@@ -172,7 +174,8 @@ def test_timm_command_line_runs_and_writes_args_yaml(tmp_path):
     argv = BASE + ["--synthetic-samples", "32", "--synthetic-classes", "4", "--img-size", "16", "-j", "0",
                    "--warmup-epochs", "0", "--lr", "0.05", "--no-progress", "--epochs", "2", "--mixup", "0.8",
                    "--cutmix", "1.0", "--mixup-off-epoch", "1", "--gp", "avg", "--layer-decay", "0.9",
-                   "--lr-cycle-mul", "1.0", "--output", str(tmp_path), "--experiment", "timm"]  # fmt: skip
+                   "--lr-cycle-mul", "1.0", "--bce-loss", "--head-init-bias", "0", "--opt-kwargs", "nesterov=True",
+                   "--output", str(tmp_path), "--experiment", "timm"]  # fmt: skip
     summary = train.train_from_args(argv)
     assert [row["epoch"] for row in summary["epochs"]] == [0, 1]
     run = tmp_path / "timm"

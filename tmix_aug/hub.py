@@ -311,34 +311,6 @@ def write_card(
     write_atomic(Path(directory) / CARD_NAME, lambda tmp: Path(tmp).write_text(str(card)))
 
 
-def push(
-    module: "HubMixin",
-    repo_id: str,
-    *,
-    commit_message: str,
-    private: bool | None = None,
-    token: str | None = None,
-    branch: str | None = None,
-    create_pr: bool | None = None,
-    model_card: str | None = None,
-    card_data: dict | None = None,
-) -> str:
-    """Save ``module`` to a temporary directory and upload it to ``repo_id`` in one commit.
-
-    Returns:
-        The URL of the commit.
-    """
-    validate_repo_id(repo_id)
-    api = huggingface_hub.HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as directory:
-        save(module, directory, module.architecture, model_card=model_card, card_data=card_data, name=repo_id)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=directory, commit_message=commit_message, revision=branch, create_pr=create_pr
-        )
-    return info.commit_url
-
-
 def bundled_image_size(name: str) -> int:
     """The image size a bundled mixer was searched for: its card's ``image_size`` metadata, else the
     "Input: (C, H, W)" line the search writes into the card, else the working resolution in config.json."""
@@ -463,7 +435,13 @@ class HubMixin:
         Returns:
             The URL of the commit.
         """
-        return push(
-            self, repo_id, commit_message=commit_message, private=private, token=token, branch=branch,
-            create_pr=create_pr, model_card=model_card, card_data=card_data,
-        )  # fmt: skip
+        validate_repo_id(repo_id)
+        api = huggingface_hub.HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as directory:
+            save(self, directory, self.architecture, model_card=model_card, card_data=card_data, name=repo_id)
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=directory, commit_message=commit_message, revision=branch,
+                create_pr=create_pr,
+            )  # fmt: skip
+        return info.commit_url

@@ -1,9 +1,11 @@
 """Train an image classifier with a batch mixer, timm style (``tmix-train``).
 
 Built on timm's public API: datasets and loaders (with the prefetcher), models, optimizers,
-schedulers, EMA, checkpoints and distributed set-up. Flags keep timm train.py's names and
-defaults; the mixer flags are ours. The mixer runs on the device inside the loop, after the
-batch arrives and before autocast, so it works with timm's prefetcher.
+schedulers, EMA, checkpoints and distributed set-up. Every flag of timm's train.py is accepted
+with its name, meaning and default (those not implemented stop the run with the reason), ``-c
+FILE`` reads a YAML config as timm does, and ``--mixup/--cutmix`` run timm's own Mixup; the
+mixer flags are ours. The mixer runs on the device inside the loop, after the batch arrives and
+before autocast, so it works with timm's prefetcher.
 
     tmix-train --dataset synthetic --model cifar_resnet20 --epochs 4 --warmup-epochs 0 --lr 0.1 \\
         -b 64 -j 2 --scale 0.35 1 --mixer transformmix --mixer-path cifar10-resnet20 --mixer-prob 0.5
@@ -11,7 +13,8 @@ batch arrives and before autocast, so it works with timm's prefetcher.
 
 Each epoch appends train loss, eval top-1/top-5, images/s and the mixer's share of the step
 time to ``summary.csv`` and rewrites ``summary.json``; ``last.pth.tar`` and
-``model_best.pth.tar`` are timm checkpoints; ``mix.png`` shows the first mixed batch.
+``model_best.pth.tar`` are timm checkpoints; ``args.yaml`` holds the flags; ``mix.png`` shows
+the first mixed batch.
 """
 
 from __future__ import annotations
@@ -445,8 +448,9 @@ def read_config_file(parser: argparse.ArgumentParser, path: str) -> dict[str, An
 
 def check_args(args: argparse.Namespace) -> None:
     """Flag combinations that cannot work; raise ValueError saying what to change."""
+    parser = build_parser()
     for dest, reason in NOT_SUPPORTED.items():
-        if getattr(args, dest) != build_parser().get_default(dest):
+        if getattr(args, dest) != parser.get_default(dest):
             raise ValueError(f"{_flag(dest)}: not supported by tmix-train: {reason}")
     if args.data and args.data_dir and args.data != args.data_dir:
         raise ValueError(
@@ -477,7 +481,7 @@ def check_args(args: argparse.Namespace) -> None:
         _check_timm_mixup(args)
     else:
         for dest in ("cutmix_minmax", "mixup_mode"):
-            if getattr(args, dest) != build_parser().get_default(dest):
+            if getattr(args, dest) != parser.get_default(dest):
                 raise ValueError(f"{_flag(dest)}: configures timm's --mixup/--cutmix, which are off")
     _check_mixer(args)
     if args.epochs < 1 or args.batch_size < 1:
