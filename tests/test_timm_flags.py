@@ -184,3 +184,20 @@ def test_timm_command_line_runs_and_writes_args_yaml(tmp_path):
     again, _ = train.parse_args(["-c", str(run / "args.yaml")])  # a run's args.yaml is a config file
     assert vars(again) == {**vars(parse(argv)), "config": str(run / "args.yaml")}
     assert not (run / "mix.png").exists()  # timm's Mixup reports no masks to draw
+
+
+def test_dataset_flags_reach_timm_for_an_image_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "validation"):
+        for name in ("apple", "banana"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "0.png")
+    (tmp_path / "classes.txt").write_text("banana\napple\n")
+    args = parse(["--data-dir", tmp_path, "--class-map", tmp_path / "classes.txt", "--input-img-mode", "L"])
+    train.check_args(args)
+    train_set, eval_set, num_classes = train.build_datasets(args)
+    assert num_classes == 2
+    for dataset in (train_set, eval_set):
+        assert dataset.reader.class_to_idx == {"banana": 0, "apple": 1}  # the map's order, not the folders'
+        assert dataset[0][0].mode == "L" and dataset[0][1] == 1
