@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from contextlib import nullcontext
 from typing import Any, Sequence
 
@@ -30,7 +29,7 @@ MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
 
 
 @register_mixer("transformmix")
-class TransformMix(BatchMixer):
+class TransformMix(BatchMixer, hub.HubMixin):
     """TransformMix (Cheung & Yeung, arXiv 2403.12429) as a batch augmentation layer.
 
     For each sample: pick K - 1 partners and Dirichlet(alpha) label weights lambda; compute
@@ -190,68 +189,3 @@ class TransformMix(BatchMixer):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode!r}, balance={self.balance}, size={self.size}"
-
-    # Weights: config.json (architecture) + model.safetensors (+ README.md), see hub.py.
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        token: str | bool | None = None,
-        **runtime_options: Any,
-    ) -> "TransformMix":
-        """Load a mixer: a name bundled with the package, a local directory, or a Hub repo id.
-
-        Args:
-            name_or_path: e.g. "cifar10-resnet20", "runs/my-mixer", "user/my-mixer".
-            revision, cache_dir, token: passed to huggingface_hub for Hub repo ids
-                (``HF_HUB_OFFLINE=1`` is honoured).
-            **runtime_options: constructor arguments that are not architecture
-                (num_classes is required; saliency, alpha, label_smoothing, prob, check_inputs).
-
-        Returns:
-            The mixer in eval mode with gradients off for its parameters.
-        """
-        directory = hub.resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
-        architecture = hub.read_config(directory, allowed=hub.ARCHITECTURE_FIELDS)
-        clash = sorted(set(runtime_options) & set(architecture))
-        if clash:
-            raise ValueError(
-                f"{', '.join(clash)}: fixed by the weights in {directory} "
-                f"({', '.join(f'{key}={architecture[key]!r}' for key in clash)}); do not pass it to from_pretrained"
-            )
-        if "num_classes" not in runtime_options:
-            raise TypeError("from_pretrained: num_classes is required (the mixer is independent of the classes)")
-        mixer = cls(**architecture, **runtime_options)
-        hub.load_weights(mixer, directory)
-        mixer.requires_grad_(False)
-        return mixer.eval()
-
-    def save_pretrained(self, directory: str | os.PathLike, *, model_card: str | None = None) -> None:
-        """Write ``config.json`` (architecture), ``model.safetensors`` and ``README.md`` to ``directory``.
-
-        Args:
-            directory: created if missing; files are written to temporary names, then renamed.
-            model_card: markdown body of README.md; a generic card when None.
-        """
-        hub.save(self, directory, self.architecture, model_card=model_card)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload TransformMix mixer",
-        model_card: str | None = None,
-    ) -> str:
-        """Save to a temporary directory and upload it to the Hub repo ``repo_id``.
-
-        Returns:
-            The URL of the commit.
-        """
-        return hub.push(self, repo_id, private=private, token=token, commit_message=commit_message, model_card=model_card)
-
