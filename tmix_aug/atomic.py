@@ -61,6 +61,13 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     return path
 
 
+def remove_stale_temporaries(directory: str | os.PathLike) -> None:
+    """Delete the temporary files that ``write_atomic`` leaves in ``directory`` when a process is killed."""
+    for path in Path(directory).glob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

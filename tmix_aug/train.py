@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from . import models as _models  # noqa: F401  registers the small-image classifiers with timm
 from .baselines import MIXER_NAMES, NoMix, create_mixer
-from .atomic import write_atomic
+from .atomic import remove_stale_temporaries, write_atomic
 from .data import check_num_classes, count_classes, create_image_dataset
 from .hub import bundled_names
 from .mixing import BatchMixer
@@ -1014,6 +1014,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
             for path in _run_files(output_dir, args):
                 os.remove(path)
         os.makedirs(output_dir, exist_ok=True)
+        remove_stale_temporaries(output_dir)  # left by a process killed while writing
         saver = AtomicCheckpointSaver(
             model=model,
             optimizer=state["optimizer"],

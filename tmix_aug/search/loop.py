@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from ..atomic import write_atomic
+from ..atomic import remove_stale_temporaries, write_atomic
 from ..data import check_num_classes
 from ..mixer import TransformMix
 from ..teacher import load_teacher
@@ -165,6 +165,7 @@ def prepare(config: SearchConfig, train_dataset: Dataset | None, val_dataset: Da
         remove_run_files(output)
     if run.main:
         output.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(output)  # left by a process killed while writing
         if "teacher_top1" not in run.state:
             run.state["teacher_top1"] = evaluate_teacher(teacher, val_dataset, batch_size=config.batch_size, workers=config.workers, device=device)
     return run
