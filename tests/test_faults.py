@@ -28,7 +28,7 @@ import tmix_aug  # noqa: F401  (registers cifar_resnet20 with timm)
 from tmix_aug import atomic, train
 from tmix_aug.search import __main__ as search_cli
 from tmix_aug.search.checkpoint import SearchCheckpoint
-from tmix_aug.synthetic import SyntheticObjects
+from test_search import write_image_folder
 
 # One search epoch writes 11 files: the checkpoint unit (weights, kept weights, optimizer, state,
 # manifest), metrics.jsonl, then the output (model.safetensors, config.json, README.md, mixes.png,
@@ -65,13 +65,7 @@ def run_in_process(main, argv: list, fault: str | None, monkeypatch) -> None:
 def search_data(tmp_path_factory):
     """An image folder of 4 classes (16 px) and an untrained cifar_resnet20 teacher."""
     root = tmp_path_factory.mktemp("search-data")
-    dataset = SyntheticObjects(32, image_size=16, num_classes=4)
-    for split in ("train", "validation"):
-        for i in range(len(dataset)):
-            image, label = dataset[i]
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            image.save(folder / f"{i}.png")
+    write_image_folder(root)
     torch.manual_seed(0)
     teacher = timm.create_model("cifar_resnet20", num_classes=4)
     safetensors.torch.save_file(teacher.state_dict(), root / "teacher.safetensors")

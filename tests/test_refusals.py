@@ -14,7 +14,6 @@ from timm.utils import load_checkpoint_metadata
 
 import tmix_aug  # noqa: F401  (registers cifar_resnet20 with timm)
 from tmix_aug import train
-from tmix_aug.search import SearchConfig
 from tmix_aug.search import __main__ as search_cli
 from tmix_aug.search.checkpoint import SearchCheckpoint
 
