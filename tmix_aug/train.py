@@ -20,6 +20,7 @@ the first mixed batch.
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import json
 import logging
@@ -55,23 +56,24 @@ from timm.utils import (
     get_outdir,
     distribute_bn,
     init_distributed_device,
+    load_checkpoint_metadata,
     random_seed,
     reduce_tensor,
-    setup_default_logging,
     set_jit_fuser,
-    trim_summary,
+    setup_default_logging,
     update_summary,
 )
 from torch import nn
 from tqdm import tqdm
 
-from .atomic import write_atomic
+from .atomic import remove_stale_temporaries, write_atomic
 from . import models as _models  # noqa: F401  registers the small-image classifiers with timm
 from .baselines import NoMix
-from .data import TRANSFER_DATASETS, count_classes, create_image_dataset
+from .data import TRANSFER_DATASETS, check_num_classes, count_classes, create_image_dataset
 from .hub import bundled_image_size, choose_bundled
 from .mixing import BatchMixer
 from .registry import create_mixer, list_mixers
+from .teacher import load_teacher
 
 _logger = logging.getLogger("tmix_aug.train")
 SALIENCY_MIXERS = ("saliencymix", "transformmix")
@@ -279,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pin-mem", action="store_true", help="pin CPU memory in the loader")
     group.add_argument("--no-prefetcher", action="store_true", help="do not use timm's prefetching loader")
     group.add_argument("--output", default="", metavar="PATH", help="output base folder (default: ./output/train)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the run in a non-empty run folder (its own files only)")
     group.add_argument("--experiment", default="", metavar="NAME", help="run folder name (default: date-model-mixer)")
     group.add_argument("--eval-metric", default="top1", choices=("top1", "top5", "loss"), help="best-checkpoint metric")
     group.add_argument("--tta", type=int, default=0, metavar="N", help="test-time augmentation factor")
@@ -701,15 +705,9 @@ def build_saliency(args: argparse.Namespace, model: nn.Module, device: torch.dev
     if args.saliency == "self":
         return model  # CAMs in eval mode without gradients; BatchNorm statistics stay untouched
     if args.saliency == "teacher":
-        kwargs = (
-            {} if args.teacher_num_classes is None else {"num_classes": args.teacher_num_classes}
+        return load_teacher(
+            args.teacher, args.teacher_checkpoint, num_classes=args.teacher_num_classes, device=device
         )
-        if args.teacher_checkpoint and not os.path.isfile(args.teacher_checkpoint):
-            raise ValueError(f"--teacher-checkpoint: {args.teacher_checkpoint!r} is not a file")
-        teacher = timm.create_model(
-            args.teacher, checkpoint_path=args.teacher_checkpoint or "", **kwargs
-        )
-        return teacher.to(device).eval().requires_grad_(False)
     return "spectral"
 
 
@@ -802,6 +800,11 @@ def train_one_epoch(
             logits = model(images)
             targets = transmix.relabel(result) if transmix is not None else result.targets
             loss = criterion(logits, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"tmix-train: non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; stopped before "
+                "this epoch's checkpoint, so the last good one is kept: lower --lr, or check the data and mixer"
+            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler(
@@ -878,17 +881,125 @@ def validate(
     return {"loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
 
 
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    text = json.dumps(data, indent=2, default=str)
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+# Settings a resumed run must share with its checkpoint: they decide what the saved state means.
+RESUME_MUST_MATCH = (
+    "model", "num_classes", "opt", "model_ema", "amp", "amp_dtype",
+    "mixer", "mixer_path", "mixer_mode", "mixer_k", "saliency", "teacher",
+)  # fmt: skip
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """timm's CheckpointSaver, each checkpoint written to a temporary file and renamed
+    (through ``write_atomic``, so the fault-injection hook sees every checkpoint write)."""
+
+    def _save(self, save_path: str, epoch: int, metric: float | None = None) -> None:
+        write_atomic(save_path, lambda tmp: super(AtomicCheckpointSaver, self)._save(tmp, epoch, metric))
+
+
+def _run_files(output_dir: str, args: argparse.Namespace) -> list[str]:
+    """The files of an earlier run in ``output_dir`` that a new run would replace or leave stale."""
+    names = ("last.pth.tar", "model_best.pth.tar", "tmp.pth.tar", "summary.csv", "summary.json", "args.yaml")
+    patterns = ("checkpoint-", "recovery")
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(
+        os.path.join(output_dir, name)
+        for name in os.listdir(output_dir)
+        if name in names or name == args.mix_grid or (name.startswith(patterns) and name.endswith(".pth.tar"))
+    )
 
 
 def _output_dir(args: argparse.Namespace) -> str:
+    """The run folder; refuse one holding an earlier run unless --resume or --overwrite."""
     name = args.experiment or "-".join(
         [datetime.now().strftime("%Y%m%d-%H%M%S"), args.model.replace("/", "_"), args.mixer]
     )
     path = os.path.join(args.output or os.path.join("output", "train"), name)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--output/--experiment: {path} is a file; expected a run folder")
+    if _run_files(path, args) and not (args.resume or args.overwrite):
+        raise ValueError(
+            f"--experiment: {path} holds an earlier run ({', '.join(os.path.basename(f) for f in _run_files(path, args)[:4])}); "
+            "pass --resume PATH to continue it, --overwrite to replace it, or another --experiment"
+        )
     return path
+
+
+def check_finite(args: argparse.Namespace) -> None:
+    """Every number given must be finite (--lr nan or --mixer-alpha inf would train to NaN)."""
+    for name, value in sorted(vars(args).items()):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"--{name.replace('_', '-')}: expected finite numbers, got {value}")
+
+
+def read_resume_checkpoint(args: argparse.Namespace) -> None:
+    """Check that --resume is a readable timm checkpoint written with compatible settings."""
+    path = args.resume
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume: {path!r} is not a checkpoint file")
+    try:
+        checkpoint = load_checkpoint_metadata(path)
+    except Exception as error:  # torch.load raises many types for empty or cut-short files
+        raise ValueError(
+            f"--resume: {path!r} cannot be read ({type(error).__name__}: {str(error)[:200]}); it may be empty or "
+            "truncated by a crash: resume from checkpoint-N.pth.tar beside it"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "epoch" not in checkpoint:
+        raise ValueError(f"--resume: {path!r} is not a training checkpoint (no state_dict and epoch)")
+    saved = vars(checkpoint.get("args") or argparse.Namespace())
+    changed = [
+        f"--{key.replace('_', '-')} {saved[key]!r} -> {getattr(args, key)!r}"
+        for key in RESUME_MUST_MATCH
+        if key in saved and saved[key] != getattr(args, key)
+    ]
+    if changed:
+        raise ValueError(
+            f"--resume: {path!r} was written with other settings ({'; '.join(changed)}); resume with the same ones"
+        )
+
+
+def probe_mixer(
+    args: argparse.Namespace, mixer: BatchMixer, input_size: tuple, num_classes: int, device: torch.device
+) -> None:
+    """Reject, before the first step, a k larger than the batch and a saliency model without maps."""
+    k = getattr(mixer, "k", None)
+    if k is None or args.mixer == "none":
+        return
+    if k > args.batch_size:
+        raise ValueError(f"--mixer-k: {k} inputs per mixed image need a batch of at least {k}, got -b {args.batch_size}")
+    if args.mixer not in SALIENCY_MIXERS:
+        return
+    images = torch.zeros(k, *input_size, device=device)
+    labels = torch.arange(k, device=device) % num_classes
+    try:
+        with torch.no_grad():
+            mixer.mix(images, labels, generator=torch.Generator().manual_seed(0))
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as error:
+        source = {"self": args.model, "teacher": args.teacher}.get(args.saliency or "", "spectral")
+        raise ValueError(
+            f"--saliency {args.saliency or 'spectral'}: {source} cannot give the saliency maps --mixer {args.mixer} "
+            f"reads ({type(error).__name__}: {error})"
+        ) from None
+
+
+def read_history(path: str, start_epoch: int) -> list[dict[str, Any]]:
+    """The rows of summary.csv before ``start_epoch``; the file is rewritten (atomically) with only those."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("epoch", "").isdigit()]
+    kept = [row for row in rows if int(row["epoch"]) < start_epoch]
+    if len(kept) != len(rows):
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(kept)
+
+        write_atomic(path, write)
+    return [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()} for row in kept]
 
 
 def setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -900,7 +1011,12 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     device = init_distributed_device(args)
     random_seed(args.seed, args.rank)
     resolve_lr(args)
+    check_finite(args)
+    output_dir = _output_dir(args)
+    if args.resume:
+        read_resume_checkpoint(args)
     train_set, eval_set, num_classes = build_datasets(args)
+    check_num_classes(num_classes, f"{args.dataset or args.data_dir} ({args.train_split})")
 
     prepare_runtime(args)
     model_kwargs = {**model_factory_kwargs(args), **args.model_kwargs, "num_classes": num_classes, "drop_rate": args.drop}
@@ -924,6 +1040,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
     mixer = build_mixer(args, num_classes, model, device)
+    probe_mixer(args, mixer, data_config["input_size"], num_classes, device)
     transmix = None
     if args.transmix:
         from .transmix import TransMixLabels  # only vision transformers need it
@@ -934,18 +1051,19 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     scaler = NativeScaler(device=device.type) if args.amp and args.amp_dtype == "float16" else None
     start_epoch = 0
     if args.resume:
-        if not os.path.isfile(args.resume):
-            raise ValueError(f"--resume: {args.resume!r} is not a checkpoint file")
-        start_epoch = (
-            resume_checkpoint(
-                model,
-                args.resume,
-                optimizer=None if args.no_resume_opt else optimizer,
-                loss_scaler=None if args.no_resume_opt else scaler,
-                log_info=args.rank == 0,
+        try:
+            start_epoch = (
+                resume_checkpoint(
+                    model,
+                    args.resume,
+                    optimizer=None if args.no_resume_opt else optimizer,
+                    loss_scaler=None if args.no_resume_opt else scaler,
+                    log_info=args.rank == 0,
+                )
+                or 0
             )
-            or 0
-        )
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise ValueError(f"--resume: {args.resume!r} does not fit this model and optimizer ({error})") from None
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
     model_ema = None
@@ -987,6 +1105,9 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         color_jitter=args.color_jitter,
         auto_augment=args.aa,
         **train_loader_kwargs(args),
+        # Fresh workers each epoch, seeded from the epoch's stream (see run): persistent workers
+        # keep the random state of the epoch they started in, so a resumed run would draw otherwise.
+        persistent_workers=False,
         **{**loader_common, "interpolation": args.train_interpolation},
     )
     eval_loader = create_loader(
@@ -1030,6 +1151,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         num_classes=num_classes,
         train_size=len(train_set),
         eval_size=len(eval_set),
+        output_dir=output_dir,
     )
 
 
@@ -1037,13 +1159,18 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     """Train from ``state`` (see ``setup``); return the summary written to ``summary.json``."""
     device, model, mixer = state["device"], state["model"], state["mixer"]
     primary = args.rank == 0
-    output_dir = _output_dir(args)
+    output_dir = state["output_dir"]
     saver = None
+    history: list[dict[str, Any]] = []
     if primary:
+        if args.overwrite and not args.resume:
+            for path in _run_files(output_dir, args):
+                os.remove(path)
         get_outdir(output_dir)
+        remove_stale_temporaries(output_dir)  # left by a process killed while writing
         args_text = state.get("args_text") or yaml.safe_dump(vars(args), default_flow_style=False)
         write_atomic(os.path.join(output_dir, "args.yaml"), lambda tmp: Path(tmp).write_text(args_text))
-        saver = CheckpointSaver(
+        saver = AtomicCheckpointSaver(
             model=model,
             optimizer=state["optimizer"],
             args=args,
@@ -1056,7 +1183,8 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         )
         if args.resume:
             saver.load_state_dict_from_checkpoint(args.resume)
-        trim_summary(os.path.join(output_dir, "summary.csv"), state["start_epoch"])
+        # summary.csv is the record of finished epochs: rows past the checkpoint are dropped.
+        history = read_history(os.path.join(output_dir, "summary.csv"), state["start_epoch"])
         _logger.info(
             f"tmix-train: {args.model} on {args.dataset or 'image folder'} ({state['train_size']} train / "
             f"{state['eval_size']} eval images, {state['num_classes']} classes), mixer {args.mixer}"
@@ -1064,14 +1192,6 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
             f"lr {args.lr:.4g}; writing {output_dir}"
         )
     summary_path = os.path.join(output_dir, "summary.json")
-    history: list[dict[str, Any]] = []
-    if primary and state["start_epoch"] > 0 and os.path.isfile(summary_path):
-        with open(summary_path) as file:
-            history = [
-                row
-                for row in json.load(file).get("epochs", [])
-                if row["epoch"] < state["start_epoch"]
-            ]
     no_mix = NoMix(state["num_classes"], label_smoothing=args.smoothing).to(device)
     mean, std = state["data_config"]["mean"], state["data_config"]["std"]
 
@@ -1144,8 +1264,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         }
         history.append(row)
         best = {"epoch": best_epoch, args.eval_metric: best_metric}
-        _write_json(
-            summary_path,
+        summary = json.dumps(
             {
                 "model": args.model,
                 "dataset": args.dataset or args.data_dir,
@@ -1159,7 +1278,10 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
                 "epochs": history,
                 "args": vars(args),
             },
+            indent=2,
+            default=str,
         )
+        write_atomic(summary_path, lambda tmp, text=summary: Path(tmp).write_text(text))
         _logger.info(
             f"epoch {epoch}: train loss {train_metrics['loss']:.4f}, eval top-1 {eval_metrics['top1']:.2f}% "
             f"top-5 {eval_metrics['top5']:.2f}%, {train_metrics['images_per_sec']:.0f} images/s, "
