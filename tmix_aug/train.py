@@ -34,7 +34,6 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
 import torch
 import torch.distributed as dist
@@ -58,7 +57,6 @@ from timm.utils import (
     init_distributed_device,
     load_checkpoint_metadata,
     random_seed,
-    reduce_tensor,
     set_jit_fuser,
     setup_default_logging,
     update_summary,
@@ -73,6 +71,7 @@ from .data import TRANSFER_DATASETS, check_num_classes, count_classes, create_im
 from .hub import bundled_image_size, choose_bundled
 from .mixing import BatchMixer
 from .registry import create_mixer, list_mixers
+from .sampling import stream_seed
 from .teacher import load_teacher
 
 _logger = logging.getLogger("tmix_aug.train")
@@ -607,19 +606,6 @@ def resolve_lr(args: argparse.Namespace) -> None:
     args.lr = args.lr_base * (math.sqrt(ratio) if scale == "sqrt" else ratio)
 
 
-def stream_seed(seed: int, epoch: int, rank: int) -> int:
-    """Seed of the random streams of one epoch on one process.
-
-    Every epoch re-seeds from (seed, epoch, rank), so a run resumed at an epoch boundary
-    draws exactly what the uninterrupted run would have (mixes, data order, augmentation in
-    the main process) and every process mixes with its own stream.
-    """
-    return (
-        int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint32)[0])
-        % 2**31
-    )
-
-
 class TimmMixup(nn.Module):
     """timm's own ``Mixup`` (``--mixup/--cutmix/...``) behind the loop's ``mix`` call.
 
@@ -777,7 +763,7 @@ def train_one_epoch(
     """
     model.train()
     criterion = build_train_loss(args).to(device)
-    generator = torch.Generator().manual_seed(stream_seed(args.seed, epoch, args.rank))
+    generator = torch.Generator().manual_seed(stream_seed(args.seed, epoch, args.rank, bits=31))
     updates_per_epoch = len(loader)
     losses = AverageMeter()
     mix_time = step_time = 0.0
@@ -1211,7 +1197,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     best: dict[str, Any] = {}
     metric_key = f"ema_{args.eval_metric}" if state["model_ema"] is not None else args.eval_metric
     for epoch in range(state["start_epoch"], state["num_epochs"]):
-        random_seed(stream_seed(args.seed, epoch, 0), args.rank)
+        random_seed(stream_seed(args.seed, epoch, 0, bits=31), args.rank)
         sampler = getattr(state["train_loader"], "sampler", None)
         if args.distributed and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)

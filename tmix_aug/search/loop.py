@@ -24,6 +24,7 @@ from ..atomic import remove_stale_temporaries, write_atomic
 from ..data import check_num_classes
 from ..mixer import TransformMix
 from ..teacher import load_teacher
+from ..sampling import stream_seed
 from .card import search_card
 from .checkpoint import CheckpointContents, SearchCheckpoint
 from .config import SearchConfig
@@ -35,11 +36,6 @@ from .selection import kept_record
 
 RUN_FILES = ("checkpoint", "metrics.jsonl", "model.safetensors", "config.json", "README.md", "mixes.png")
 """What a search writes in its output directory (and what ``overwrite`` deletes)."""
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """A seed for everything random in one epoch, so a resumed run repeats an uninterrupted one."""
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 @dataclass
@@ -230,17 +226,17 @@ def train_epoch(run: SearchRun, epoch: int) -> dict:
     """One epoch of search steps; the summary numbers of its record."""
     config, device = run.config, run.device
     # Random transforms in this process (workers=0) draw from the global stream: re-seed it per epoch.
-    torch.manual_seed(epoch_seed(config.seed, epoch, run.rank))
+    torch.manual_seed(stream_seed(config.seed, epoch, run.rank))
     if run.world_size > 1:
         sampler = DistributedSampler(run.train_dataset, num_replicas=run.world_size, rank=run.rank, seed=config.seed, drop_last=True)
         sampler.set_epoch(epoch)
     else:
-        sampler = RandomSampler(run.train_dataset, generator=torch.Generator().manual_seed(epoch_seed(config.seed, epoch)))
+        sampler = RandomSampler(run.train_dataset, generator=torch.Generator().manual_seed(stream_seed(config.seed, epoch, 0)))
     loader = DataLoader(
         run.train_dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, drop_last=True,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(epoch_seed(config.seed, epoch, run.rank + 1)),
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(stream_seed(config.seed, epoch, run.rank + 1)),
     )  # fmt: skip
-    mix_generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, run.rank + 10_000))
+    mix_generator = torch.Generator().manual_seed(stream_seed(config.seed, epoch, run.rank + 10_000))
     steps = len(loader) if config.max_batches is None else min(len(loader), config.max_batches)
     run.step_module.train()
     sums = np.zeros(3)  # loss, mean shift, mean linear change
