@@ -169,3 +169,20 @@ def test_mix_makes_no_host_device_sync(monkeypatch):
         mixer(x, y)
     monkeypatch.undo()
     assert calls == []
+
+
+def test_balanced_masks_for_two_inputs_follow_the_general_iterations():
+    """K = 2 takes a sigmoid shortcut; it must give the masks of the softmax iterations."""
+    from tmix_aug.mixing import balanced_softmax
+
+    logits = 3 * torch.randn(6, 2, 10, 10, generator=gen(4))
+    lam = torch.distributions.Dirichlet(torch.ones(2)).sample((6,))
+    log_lam = lam.log()[:, :, None, None]
+    offsets = torch.zeros_like(log_lam)
+    for _ in range(30):  # the general scaling iterations, written out
+        shares = (logits + offsets).softmax(dim=1).mean(dim=(-2, -1), keepdim=True)
+        offsets = offsets + log_lam - shares.log()
+    expected = (logits + offsets).softmax(dim=1)
+    masks = balanced_softmax(logits, lam)
+    torch.testing.assert_close(masks, expected, rtol=0, atol=2e-5)
+    torch.testing.assert_close(masks.mean((-2, -1)), lam, rtol=0, atol=1e-4)
