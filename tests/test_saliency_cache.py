@@ -209,3 +209,31 @@ def test_loader_workers_read_the_file_and_the_mixer_takes_the_maps(tmp_path):
         assert x.shape == (4, 3, 24, 24) and maps.shape == (4, 24, 24)
         out = mixer.mix(x, y, saliency=maps)
         assert out.images.shape == x.shape and out.saliency.shape == (4, 2, 32, 32)
+
+
+def _rank_builds(rank, directory, world):
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{directory}/store", rank=rank, world_size=world)
+    data = TensorDataset(smooth_images(n=7), torch.zeros(7, dtype=torch.long))
+    on_disk, in_memory = Counting(gray), Counting(gray)
+    disk = SaliencyCache.build(data, on_disk, num_classes=5, directory=f"{directory}/cache", map_size=8, source_key="g")
+    memory = SaliencyCache.build(data, in_memory, num_classes=5, map_size=8, source_key="g")
+    save_file({"disk": torch.stack([disk[i] for i in range(7)]), "memory": memory.maps.float(),
+               "counts": torch.tensor([on_disk.images, in_memory.images])}, f"{directory}/rank{rank}.safetensors")
+    dist.destroy_process_group()
+
+
+def test_under_torch_distributed_rank_0_writes_and_memory_caches_are_sharded(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.multiprocessing.start_processes(_rank_builds, args=(str(tmp_path), 2), nprocs=2, start_method="fork")
+    alone = SaliencyCache.build(TensorDataset(smooth_images(n=7), torch.zeros(7, dtype=torch.long)), gray,
+                                num_classes=5, map_size=8, source_key="g")
+    ranks = [load_file(tmp_path / f"rank{rank}.safetensors") for rank in range(2)]
+    assert ranks[0]["counts"].tolist() == [7, 4] and ranks[1]["counts"].tolist() == [0, 3]
+    for result in ranks:
+        assert torch.equal(result["disk"], alone.maps.float()) and torch.equal(result["memory"], alone.maps.float())
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
