@@ -54,6 +54,11 @@ def median_times(functions: dict, repeats: int, device: torch.device) -> dict[st
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def as_rows(times: dict[str, float], baseline: str) -> list[tuple[str, float, float]]:
+    """(name, seconds, ratio to the baseline's seconds) for each timed method."""
+    return [(name, seconds, seconds / times[baseline]) for name, seconds in times.items()]
+
+
 def mixing_table(size: int, batch: int, repeats: int, device: torch.device, resnet: torch.nn.Module) -> list[tuple[str, float]]:
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
@@ -75,24 +80,30 @@ def mixing_table(size: int, batch: int, repeats: int, device: torch.device, resn
             repeats,
             device,
         )
-    base = times["timm Mixup"]
-    return [(name, seconds, seconds / base) for name, seconds in times.items()]
+    return as_rows(times, "timm Mixup")
+
+
+def training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """A function ``step(mix)``: mix the batch, then one SGD step of ``model`` on soft targets."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    loss_fn = SoftTargetCrossEntropy()
+
+    def step(mix) -> None:
+        images, targets = mix(x, y)
+        loss = loss_fn(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def training_step_table(batch: int, repeats: int, device: torch.device, resnet: torch.nn.Module) -> list[tuple[str, float, float]]:
     x = torch.randn(batch, 3, 224, 224, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
-    optimizer = torch.optim.SGD(resnet.parameters(), lr=1e-4, momentum=0.9)
-    loss_fn = SoftTargetCrossEntropy()
     timm_mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, num_classes=1000)
     mixer = TransformMix(1000, saliency=resnet).to(device)
-
-    def step(mix) -> None:
-        images, targets = mix(x, y)
-        loss = loss_fn(resnet(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step = training_step(resnet, x, y)
 
     resnet.train()
     times = median_times(
@@ -103,8 +114,7 @@ def training_step_table(batch: int, repeats: int, device: torch.device, resnet: 
         repeats,
         device,
     )
-    base = times["ResNet-50 step with timm Mixup"]
-    return [(name, seconds, seconds / base) for name, seconds in times.items()]
+    return as_rows(times, "ResNet-50 step with timm Mixup")
 
 
 def small_network_table(repeats: int, device: torch.device) -> list[tuple[str, float, float]]:
@@ -116,21 +126,13 @@ def small_network_table(repeats: int, device: torch.device) -> list[tuple[str, f
     y = torch.randint(0, 10, (128,), device=device)
     cached = torch.rand(128, 8, 8, device=device)  # stored teacher CAMs (ResNet-20: 8x8 at 32 px)
     model = timm.create_model("cifar_resnet20", num_classes=10).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    loss_fn = SoftTargetCrossEntropy()
     given = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, saliency=lambda images, targets: cached,
                                          check_inputs=False).to(device)
     half = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, prob=0.5, check_inputs=False,
                                         saliency=lambda images, targets: cached[: images.shape[0]]).to(device)
     own = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, saliency=model, check_inputs=False).to(device)
     one_hot = torch.nn.functional.one_hot(y, 10).float()
-
-    def step(mix) -> None:
-        images, targets = mix(x, y)
-        loss = loss_fn(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step = training_step(model, x, y)
 
     model.train()
     times = median_times(
@@ -144,8 +146,7 @@ def small_network_table(repeats: int, device: torch.device) -> list[tuple[str, f
         repeats,
         device,
     )
-    base = times["ResNet-20 step, no mixing"]
-    return [(name, seconds, seconds / base) for name, seconds in times.items()]
+    return as_rows(times, "ResNet-20 step, no mixing")
 
 
 def small_network_shares(rows: list[tuple[str, float, float]]) -> str:

@@ -5,25 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TinyClassifier, blob_batch
+from test_mixer import gen, searched_like
 
 from tmix_aug import TransformMix
 from tmix_aug.baselines import Mixup, SaliencyMix
 from tmix_aug.mixer import affine_grid, warp, warp_and_blend
 from tmix_aug.mixing import blend
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def searched_like(mixer: TransformMix, seed: int = 0) -> TransformMix:
-    """Random (non-identity) last layers and a sharper temperature, as after a search."""
-    torch.manual_seed(seed)
-    for net in (mixer.stn, mixer.mpn):
-        if net is not None:
-            torch.nn.init.normal_(net.head.weight, std=0.3)
-            torch.nn.init.normal_(net.head.bias, std=0.3)
-    return mixer
 
 
 def test_affine_grid_matches_torch():
