@@ -173,3 +173,15 @@ def test_balanced_masks_for_two_inputs_follow_the_general_iterations():
     masks = balanced_softmax(logits, lam)
     torch.testing.assert_close(masks, expected, rtol=0, atol=2e-5)
     torch.testing.assert_close(masks.mean((-2, -1)), lam, rtol=0, atol=1e-4)
+
+
+def test_draw_says_on_the_host_which_samples_and_inputs_are_needed():
+    from tmix_aug.sampling import draw_mix
+
+    draw = draw_mix(20, 3, 1.0, 0.4, "cpu", gen(3))
+    rows = draw.mixed.nonzero().squeeze(1)
+    assert torch.equal(draw.rows, rows)
+    assert torch.equal(draw.inputs, torch.unique(draw.index[rows]))
+    assert torch.equal(draw.inputs[draw.slots], draw.index[rows])
+    everyone = draw_mix(20, 3, 1.0, 1.0, "cpu", gen(3))
+    assert everyone.rows is None and everyone.inputs is None and everyone.slots is None

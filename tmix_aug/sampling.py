@@ -55,6 +55,7 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     return int(torch.randint(0, 2**63 - 1, (), generator=generator))
 
 
+@torch.compiler.disable  # host-side numpy draws: torch.compile runs them as they are
 def draw_mix(
     n: int,
     k: int,
