@@ -9,8 +9,8 @@ from test_mixer import gen, searched_like
 
 from tmix_aug import TransformMix
 from tmix_aug.baselines import Mixup, SaliencyMix
-from tmix_aug.mixer import affine_grid, warp, warp_and_blend
-from tmix_aug.mixing import blend
+from tmix_aug.functional import affine_grid, balanced_softmax, blend, warp, warp_and_blend
+
 
 
 def test_affine_grid_matches_torch():
@@ -52,7 +52,7 @@ def test_prob_below_one_mixes_exactly_as_when_every_sample_is_mixed(k):
     x, y = blob_batch(n=16, num_classes=5, seed=1)
     teacher = TinyClassifier().eval()
     full = searched_like(TransformMix(5, k=k, saliency=teacher, size=16, prob=1.0))
-    source = CountingSaliency(full.saliency)
+    source = CountingSaliency(full.saliency.fn)
     half = TransformMix(5, k=k, saliency=source, size=16, prob=0.5)
     half.load_state_dict(full.state_dict())
     nets_saw = []
@@ -134,7 +134,7 @@ def test_mix_makes_no_host_device_sync(monkeypatch):
     """
     x, y = blob_batch(n=12, num_classes=5)
     maps = torch.rand(12, 4, 4)
-    teacher_cam = TransformMix(5, saliency=TinyClassifier().eval()).saliency
+    teacher_cam = TransformMix(5, saliency=TinyClassifier().eval()).saliency.fn
     teacher_cam(x)  # the one-time check of the model's head reads a value, on the first call only
     mixers = [searched_like(TransformMix(5, saliency=teacher_cam, prob=p, check_inputs=False)) for p in (1.0, 0.5)]
     calls = []
@@ -160,7 +160,7 @@ def test_mix_makes_no_host_device_sync(monkeypatch):
 
 def test_balanced_masks_for_two_inputs_follow_the_general_iterations():
     """K = 2 takes a sigmoid shortcut; it must give the masks of the softmax iterations."""
-    from tmix_aug.mixing import balanced_softmax
+
 
     logits = 3 * torch.randn(6, 2, 10, 10, generator=gen(4))
     lam = torch.distributions.Dirichlet(torch.ones(2)).sample((6,))

@@ -221,7 +221,7 @@ def create_image_dataset(
         if root is None:
             raise ValueError("data_dir: an image folder dataset needs --data-dir")
         return create_dataset(
-            "", root=_split_folder(os.fspath(root), split), split=split, search_split=False
+            "", root=_split_folder(os.fspath(root), split), split=split, search_split=False, **timm_kwargs
         )
     return create_dataset(
         name,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from contextlib import nullcontext
 from typing import Any, Sequence
 
@@ -11,8 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hub
-from .mixing import BatchMixer, MixedImages, UsesSaliency, balanced_softmax, blend, identity_thetas
+from .checks import check_bool, check_choice, check_int, check_positive
+from .functional import balanced_softmax, blend, identity_thetas, warp, warp_and_blend
+from .mixing import BatchMixer, MixedImages
 from .nets import LocalizationNet, MaskNet
+from .registry import register_mixer
+from .saliency import SaliencySource
 from .sampling import MixDraw, device_generator
 
 MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
@@ -25,84 +28,8 @@ MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
 """
 
 
-def affine_grid(thetas: Tensor, height: int, width: int) -> Tensor:
-    """``F.affine_grid(thetas, (B, C, height, width), align_corners=False)`` without its batched matmul.
-
-    The grid is affine in the pixel coordinates, so each of its two planes is a broadcast sum
-    of a column term and a row term: one pass over the output instead of a (B, H*W, 3) x (3, 2)
-    product (20x faster on a CPU at 224 px, where the matmul cost more than the ``grid_sample``
-    reading the grid). The planes are computed whole and returned as a strided (B, H, W, 2) view,
-    which ``grid_sample`` reads as it is.
-
-    Args:
-        thetas: (B, 2, 3) affine transforms (output -> input coordinates).
-
-    Returns:
-        (B, height, width, 2) sampling grid, (x, y) in [-1, 1] at pixel centres.
-    """
-    xs = (torch.arange(width, device=thetas.device, dtype=thetas.dtype) * 2 + 1) / width - 1
-    ys = (torch.arange(height, device=thetas.device, dtype=thetas.dtype) * 2 + 1) / height - 1
-    columns = thetas[:, :, 0, None] * xs  # (B, 2, W)
-    rows = thetas[:, :, 1, None] * ys + thetas[:, :, 2, None]  # (B, 2, H)
-    return (columns[:, :, None, :] + rows[:, :, :, None]).permute(0, 2, 3, 1)
-
-
-def warp(x: Tensor, thetas: Tensor) -> Tensor:
-    """Apply one affine transform per input, all in one ``grid_sample`` call.
-
-    Pixels that come from outside the image are 0 (ours; for normalised images 0 is the mean
-    colour).
-
-    Args:
-        x: (N, K, C, H, W) the inputs of each mixed image.
-        thetas: (N, K, 2, 3) ``affine_grid`` transforms (output -> input coordinates).
-
-    Returns:
-        (N, K, C, H, W) warped inputs, in the dtype of ``thetas``.
-    """
-    n, k, c, h, w = x.shape
-    flat = x.reshape(n * k, c, h, w).to(thetas.dtype)
-    grid = affine_grid(thetas.reshape(n * k, 2, 3), h, w)
-    return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view(n, k, c, h, w)
-
-
-def warp_and_blend(x: Tensor, index: Tensor, thetas: Tensor, masks: Tensor, *, first_is_own: bool = False) -> Tensor:
-    """``sum_k masks[:, k] * warp(x[index[:, k]], thetas[:, k])`` slot by slot.
-
-    Same result as ``blend(warp(x[index], thetas), masks)`` without the (M, K, C, H, W) copy of
-    the inputs: slot k reads its images straight from the batch, and for K = 2 the blend is
-    one fused ``lerp``.
-
-    Args:
-        x: (N, C, H, W) the batch.
-        index: (M, K) int64 batch element of each slot of the M mixed images.
-        thetas: (M, K, 2, 3) transforms (output -> input coordinates).
-        masks: (M, K, H, W) weights summing to 1 over K.
-        first_is_own: the caller guarantees ``index[:, 0] == arange(N)`` (every sample mixed),
-            so slot 0 reads ``x`` itself without a gather.
-
-    Returns:
-        (M, C, H, W) mixed images, in the dtype of ``thetas``.
-    """
-    height, width = x.shape[-2:]
-    out = None
-    for slot in range(index.shape[1]):  # K is 2 or 3: one grid_sample per slot, each over the batch
-        grid = affine_grid(thetas[:, slot], height, width)
-        inputs = (x if slot == 0 and first_is_own else x.index_select(0, index[:, slot])).to(thetas.dtype)
-        moved = F.grid_sample(inputs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if index.shape[1] == 2:
-            if out is None:
-                out = moved
-            else:  # masks[:, 1] = 1 - masks[:, 0]: x1 + m0 * (x0 - x1)
-                out = torch.lerp(moved, out, masks[:, :1].to(moved.dtype))
-        elif out is None:
-            out = moved * masks[:, :1].to(moved.dtype)
-        else:  # out of place: the search differentiates through it
-            out = torch.addcmul(out, moved, masks[:, slot : slot + 1].to(moved.dtype))
-    return out
-
-
-class TransformMix(UsesSaliency, BatchMixer):
+@register_mixer("transformmix")
+class TransformMix(BatchMixer, hub.HubMixin):
     """TransformMix (Cheung & Yeung, arXiv 2403.12429) as a batch augmentation layer.
 
     For each sample: pick K - 1 partners and Dirichlet(alpha) label weights lambda; compute
@@ -171,18 +98,20 @@ class TransformMix(UsesSaliency, BatchMixer):
         super().__init__(
             num_classes, k=k, alpha=alpha, label_smoothing=label_smoothing, prob=prob, check_inputs=check_inputs
         )
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-        if not isinstance(balance, bool):
-            raise ValueError(f"balance: expected True or False, got {balance!r}")
-        if not isinstance(size, int) or size < 8:
-            raise ValueError(f"size: expected an int >= 8 (the working resolution S), got {size!r}")
+        check_choice("mode", mode, MODES)
+        check_bool("balance", balance)
+        check_int("size", size, 8)
         if len(stn_channels) != 2:
             raise ValueError(f"stn_channels: expected two channel counts, got {stn_channels!r}")
+        for name, value in (("stn_channels", stn_channels[0]), ("stn_channels", stn_channels[1]),
+                            ("stn_hidden", stn_hidden), ("mpn_channels", mpn_channels), ("mpn_kernel", mpn_kernel)):
+            check_int(name, value, 1)
+        check_int("mpn_layers", mpn_layers, 0)
         if mpn_kernel % 2 != 1:
             raise ValueError(f"mpn_kernel: expected an odd kernel size, got {mpn_kernel!r}")
-        if not init_temperature > 0:
-            raise ValueError(f"init_temperature: expected a number > 0, got {init_temperature!r}")
+        for name, value in (("max_translation", max_translation), ("max_linear", max_linear),
+                            ("init_temperature", init_temperature)):
+            check_positive(name, value)
         self.mode = mode
         self.balance = balance
         self.size = size
@@ -218,7 +147,7 @@ class TransformMix(UsesSaliency, BatchMixer):
             else None
         )
         self.log_temperature = nn.Parameter(torch.tensor(math.log(init_temperature)))
-        self.saliency = saliency
+        self.saliency = SaliencySource(saliency, size)  # a plain holder: the model in it is not owned
         self.train(False)
 
     @property
@@ -245,10 +174,10 @@ class TransformMix(UsesSaliency, BatchMixer):
                 return self._unmixed(x)
             index, lam = index[draw.rows], lam[draw.rows]
         if draw.inputs is None:
-            saliency = self.saliency_maps(x, labels, given)[index]
+            saliency = self.saliency(x, labels, given)[index]
         else:
             subset = None if given is None else given[draw.inputs]
-            saliency = self.saliency_maps(x[draw.inputs], labels[draw.inputs], subset)[draw.slots]
+            saliency = self.saliency(x[draw.inputs], labels[draw.inputs], subset)[draw.slots]
         m = index.shape[0]
         lam_planes = lam[:, :, None, None].expand(m, k, s, s)
         if self.stn is not None:
@@ -295,68 +224,3 @@ class TransformMix(UsesSaliency, BatchMixer):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode!r}, balance={self.balance}, size={self.size}"
-
-    # Weights: config.json (architecture) + model.safetensors (+ README.md), see hub.py.
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        token: str | bool | None = None,
-        **runtime_options: Any,
-    ) -> "TransformMix":
-        """Load a mixer: a name bundled with the package, a local directory, or a Hub repo id.
-
-        Args:
-            name_or_path: e.g. "cifar10-resnet20", "runs/my-mixer", "user/my-mixer".
-            revision, cache_dir, token: passed to huggingface_hub for Hub repo ids
-                (``HF_HUB_OFFLINE=1`` is honoured).
-            **runtime_options: constructor arguments that are not architecture
-                (num_classes is required; saliency, alpha, label_smoothing, prob, check_inputs).
-
-        Returns:
-            The mixer in eval mode with gradients off for its parameters.
-        """
-        directory = hub.resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
-        architecture = hub.read_config(directory, allowed=hub.ARCHITECTURE_FIELDS)
-        clash = sorted(set(runtime_options) & set(architecture))
-        if clash:
-            raise ValueError(
-                f"{', '.join(clash)}: fixed by the weights in {directory} "
-                f"({', '.join(f'{key}={architecture[key]!r}' for key in clash)}); do not pass it to from_pretrained"
-            )
-        if "num_classes" not in runtime_options:
-            raise TypeError("from_pretrained: num_classes is required (the mixer is independent of the classes)")
-        mixer = cls(**architecture, **runtime_options)
-        hub.load_weights(mixer, directory)
-        mixer.requires_grad_(False)
-        return mixer.eval()
-
-    def save_pretrained(self, directory: str | os.PathLike, *, model_card: str | None = None) -> None:
-        """Write ``config.json`` (architecture), ``model.safetensors`` and ``README.md`` to ``directory``.
-
-        Args:
-            directory: created if missing; files are written to temporary names, then renamed.
-            model_card: markdown body of README.md; a generic card when None.
-        """
-        hub.save(self, directory, self.architecture, model_card=model_card)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload TransformMix mixer",
-        model_card: str | None = None,
-    ) -> str:
-        """Save to a temporary directory and upload it to the Hub repo ``repo_id``.
-
-        Returns:
-            The URL of the commit.
-        """
-        return hub.push(self, repo_id, private=private, token=token, commit_message=commit_message, model_card=model_card)
-
