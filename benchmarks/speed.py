@@ -1,13 +1,17 @@
 """Speed of making mixed batches, as ratios to timm's Mixup in the same run.
 
-    python benchmarks/speed.py [--repeats 7] [--device cpu] [--output benchmarks/results/speed.md]
+    python benchmarks/speed.py [--repeats 7] [--device cpu] [--output benchmarks/results/speed.md] [--tables ...]
 
-Two figures (issue 2, item 7):
+Three figures (issue 2, item 7; issue 14):
 1. Mixing time per batch against timm's ``Mixup`` on the same batch (32x32 batch 128 and
    224x224 batch 64): TransformMix with the saliency given (the mixing itself; also with
    unbalanced masks, to show what balancing costs), with the teacher-free spectral saliency,
    and with CAMs from a ResNet-50 (the model being trained).
 2. What "saliency from the network being trained" adds to a ResNet-50 224x224 training step.
+3. A CIFAR ResNet-20 training step at 32x32 batch 128 (the small-network case): the step
+   without mixing, with TransformMix on cached teacher saliency (maps given, as
+   ``tmix_aug.saliency_cache`` provides them), with CAMs of the model itself, and the mixing
+   alone; the issue's shares are computed from the medians of that one run.
 
 Each figure is the median of ``--repeats`` timings; methods are timed in interleaved order so
 that load from other processes hits all of them alike.
@@ -50,6 +54,11 @@ def median_times(functions: dict, repeats: int, device: torch.device) -> dict[st
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def as_rows(times: dict[str, float], baseline: str) -> list[tuple[str, float, float]]:
+    """(name, seconds, ratio to the baseline's seconds) for each timed method."""
+    return [(name, seconds, seconds / times[baseline]) for name, seconds in times.items()]
+
+
 def mixing_table(size: int, batch: int, repeats: int, device: torch.device, resnet: torch.nn.Module) -> list[tuple[str, float]]:
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
@@ -71,24 +80,30 @@ def mixing_table(size: int, batch: int, repeats: int, device: torch.device, resn
             repeats,
             device,
         )
-    base = times["timm Mixup"]
-    return [(name, seconds, seconds / base) for name, seconds in times.items()]
+    return as_rows(times, "timm Mixup")
+
+
+def training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """A function ``step(mix)``: mix the batch, then one SGD step of ``model`` on soft targets."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    loss_fn = SoftTargetCrossEntropy()
+
+    def step(mix) -> None:
+        images, targets = mix(x, y)
+        loss = loss_fn(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def training_step_table(batch: int, repeats: int, device: torch.device, resnet: torch.nn.Module) -> list[tuple[str, float, float]]:
     x = torch.randn(batch, 3, 224, 224, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
-    optimizer = torch.optim.SGD(resnet.parameters(), lr=1e-4, momentum=0.9)
-    loss_fn = SoftTargetCrossEntropy()
     timm_mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, num_classes=1000)
     mixer = TransformMix(1000, saliency=resnet).to(device)
-
-    def step(mix) -> None:
-        images, targets = mix(x, y)
-        loss = loss_fn(resnet(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step = training_step(resnet, x, y)
 
     resnet.train()
     times = median_times(
@@ -99,8 +114,57 @@ def training_step_table(batch: int, repeats: int, device: torch.device, resnet: 
         repeats,
         device,
     )
-    base = times["ResNet-50 step with timm Mixup"]
-    return [(name, seconds, seconds / base) for name, seconds in times.items()]
+    return as_rows(times, "ResNet-50 step with timm Mixup")
+
+
+def small_network_table(repeats: int, device: torch.device) -> list[tuple[str, float, float]]:
+    """A CIFAR ResNet-20 training step at 32x32 batch 128 and what TransformMix adds to it (issue 14)."""
+    import tmix_aug.models  # noqa: F401  (registers cifar_resnet20 with timm)
+
+    torch.manual_seed(0)
+    x = torch.randn(128, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (128,), device=device)
+    cached = torch.rand(128, 8, 8, device=device)  # stored teacher CAMs (ResNet-20: 8x8 at 32 px)
+    model = timm.create_model("cifar_resnet20", num_classes=10).to(device)
+    given = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, saliency=lambda images, targets: cached,
+                                         check_inputs=False).to(device)
+    half = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, prob=0.5, check_inputs=False,
+                                        saliency=lambda images, targets: cached[: images.shape[0]]).to(device)
+    own = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, saliency=model, check_inputs=False).to(device)
+    one_hot = torch.nn.functional.one_hot(y, 10).float()
+    step = training_step(model, x, y)
+
+    model.train()
+    times = median_times(
+        {
+            "ResNet-20 step, no mixing": lambda: step(lambda a, b: (a, one_hot)),
+            "ResNet-20 step, TransformMix with cached teacher saliency": lambda: step(given),
+            "ResNet-20 step, TransformMix with CAM from the model itself": lambda: step(own),
+            "TransformMix alone, cached saliency (the mixing itself)": lambda: given(x, y),
+            "TransformMix alone, cached saliency, prob 0.5": lambda: half(x, y),
+        },
+        repeats,
+        device,
+    )
+    return as_rows(times, "ResNet-20 step, no mixing")
+
+
+def small_network_shares(rows: list[tuple[str, float, float]]) -> str:
+    """The issue's figures as shares of a step, from one run's medians."""
+    t = {name: seconds for name, seconds, _ in rows}
+    plain = t["ResNet-20 step, no mixing"]
+    mixing = t["TransformMix alone, cached saliency (the mixing itself)"]
+    with_cache = t["ResNet-20 step, TransformMix with cached teacher saliency"]
+    with_self = t["ResNet-20 step, TransformMix with CAM from the model itself"]
+    lines = [
+        "| figure (ResNet-20, 32x32, batch 128) | value | goal |",
+        "|---|---|---|",
+        f"| mixer share of the step, cached teacher saliency: mixing / step with it | {mixing / with_cache:.0%} | <= 10% |",
+        f"| mixing alone / a ResNet-20 step without mixing | {mixing / plain:.0%} | <= 10% |",
+        f"| self-saliency share: (step with CAM of the model itself - step without mixing) / step with it | {(with_self - plain) / with_self:.0%} | <= 20% |",
+        f"| mixing at prob 0.5 / mixing at prob 1 | {t['TransformMix alone, cached saliency, prob 0.5'] / mixing:.0%} | about 50% |",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def markdown(title: str, rows: list[tuple[str, float, float]], baseline: str) -> str:
@@ -115,6 +179,10 @@ def main() -> None:
     parser.add_argument("--step-batch", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="benchmarks/results/speed.md")
+    parser.add_argument(
+        "--tables", nargs="+", default=["small-step", "mixing-32", "mixing-224", "resnet50-step"],
+        choices=["small-step", "mixing-32", "mixing-224", "resnet50-step"], help="which tables to measure",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -126,15 +194,21 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}, "
         f"torch {torch.__version__}, timm {timm.__version__}; median of {args.repeats} interleaved repeats.\n"
     ]
-    tables = (
-        lambda: markdown("Mixing one batch: 32x32, batch 128", mixing_table(32, 128, args.repeats, device, resnet.eval()), "timm Mixup"),
-        lambda: markdown("Mixing one batch: 224x224, batch 64", mixing_table(224, 64, args.repeats, device, resnet.eval()), "timm Mixup"),
-        lambda: markdown(
+    def small_step() -> str:
+        rows = small_network_table(args.repeats, device)
+        return markdown("A CIFAR ResNet-20 training step, 32x32, batch 128", rows, "the step without mixing") + "\n" + small_network_shares(rows)
+
+    tables = {
+        "small-step": small_step,
+        "mixing-32": lambda: markdown("Mixing one batch: 32x32, batch 128", mixing_table(32, 128, args.repeats, device, resnet.eval()), "timm Mixup"),
+        "mixing-224": lambda: markdown("Mixing one batch: 224x224, batch 64", mixing_table(224, 64, args.repeats, device, resnet.eval()), "timm Mixup"),
+        "resnet50-step": lambda: markdown(
             f"A ResNet-50 training step, 224x224, batch {args.step_batch}",
             training_step_table(args.step_batch, max(3, args.repeats // 2), device, resnet),
             "the step with timm Mixup",
         ),
-    )
+    }
+    tables = [tables[name] for name in args.tables]
     for table in tables:  # written as they come, so a stopped run keeps what it measured
         sections.append(table())
         print(sections[-1], flush=True)

@@ -294,10 +294,10 @@ class SaliencyMix(_TwoInputMixer):
         self.size = check_int("size", size, 1)
         self.saliency = SaliencySource(saliency, size)  # a plain holder: the model in it is not owned
 
-    def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
+    def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw, saliency: Tensor | None = None) -> MixedImages:
         """Paste a box around each partner's saliency peak (see ``BatchMixer.mix_images``)."""
         height, width = x.shape[2], x.shape[3]
-        saliency = self.saliency(x, labels)[draw.index]
+        saliency = self.saliency(x, labels, saliency)[draw.index]
         peak = saliency[:, 1].flatten(1).argmax(dim=1)
         centre_y = ((peak // self.size).float() + 0.5) * height / self.size
         centre_x = ((peak % self.size).float() + 0.5) * width / self.size

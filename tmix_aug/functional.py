@@ -23,6 +23,28 @@ def identity_thetas(n: int, k: int, device: torch.device | str) -> Tensor:
     return eye.expand(n, k, 2, 3).clone()
 
 
+def affine_grid(thetas: Tensor, height: int, width: int) -> Tensor:
+    """``F.affine_grid(thetas, (B, C, height, width), align_corners=False)`` without its batched matmul.
+
+    The grid is affine in the pixel coordinates, so each of its two planes is a broadcast sum
+    of a column term and a row term: one pass over the output instead of a (B, H*W, 3) x (3, 2)
+    product (20x faster on a CPU at 224 px, where the matmul cost more than the ``grid_sample``
+    reading the grid). The planes are computed whole and returned as a strided (B, H, W, 2) view,
+    which ``grid_sample`` reads as it is.
+
+    Args:
+        thetas: (B, 2, 3) affine transforms (output -> input coordinates).
+
+    Returns:
+        (B, height, width, 2) sampling grid, (x, y) in [-1, 1] at pixel centres.
+    """
+    xs = (torch.arange(width, device=thetas.device, dtype=thetas.dtype) * 2 + 1) / width - 1
+    ys = (torch.arange(height, device=thetas.device, dtype=thetas.dtype) * 2 + 1) / height - 1
+    columns = thetas[:, :, 0, None] * xs  # (B, 2, W)
+    rows = thetas[:, :, 1, None] * ys + thetas[:, :, 2, None]  # (B, 2, H)
+    return (columns[:, :, None, :] + rows[:, :, :, None]).permute(0, 2, 3, 1)
+
+
 def warp(x: Tensor, thetas: Tensor) -> Tensor:
     """Apply one affine transform per input, all in one ``grid_sample`` call.
 
@@ -38,8 +60,44 @@ def warp(x: Tensor, thetas: Tensor) -> Tensor:
     """
     n, k, c, h, w = x.shape
     flat = x.reshape(n * k, c, h, w).to(thetas.dtype)
-    grid = F.affine_grid(thetas.reshape(n * k, 2, 3), [n * k, c, h, w], align_corners=False)
+    grid = affine_grid(thetas.reshape(n * k, 2, 3), h, w)
     return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view(n, k, c, h, w)
+
+
+def warp_and_blend(x: Tensor, index: Tensor, thetas: Tensor, masks: Tensor, *, first_is_own: bool = False) -> Tensor:
+    """``sum_k masks[:, k] * warp(x[index[:, k]], thetas[:, k])`` slot by slot.
+
+    Same result as ``blend(warp(x[index], thetas), masks)`` without the (M, K, C, H, W) copy of
+    the inputs: slot k reads its images straight from the batch, and for K = 2 the blend is
+    one fused ``lerp``.
+
+    Args:
+        x: (N, C, H, W) the batch.
+        index: (M, K) int64 batch element of each slot of the M mixed images.
+        thetas: (M, K, 2, 3) transforms (output -> input coordinates).
+        masks: (M, K, H, W) weights summing to 1 over K.
+        first_is_own: the caller guarantees ``index[:, 0] == arange(N)`` (every sample mixed),
+            so slot 0 reads ``x`` itself without a gather.
+
+    Returns:
+        (M, C, H, W) mixed images, in the dtype of ``thetas``.
+    """
+    height, width = x.shape[-2:]
+    out = None
+    for slot in range(index.shape[1]):  # K is 2 or 3: one grid_sample per slot, each over the batch
+        grid = affine_grid(thetas[:, slot], height, width)
+        inputs = (x if slot == 0 and first_is_own else x.index_select(0, index[:, slot])).to(thetas.dtype)
+        moved = F.grid_sample(inputs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if index.shape[1] == 2:
+            if out is None:
+                out = moved
+            else:  # masks[:, 1] = 1 - masks[:, 0]: x1 + m0 * (x0 - x1)
+                out = torch.lerp(moved, out, masks[:, :1].to(moved.dtype))
+        elif out is None:
+            out = moved * masks[:, :1].to(moved.dtype)
+        else:  # out of place: the search differentiates through it
+            out = torch.addcmul(out, moved, masks[:, slot : slot + 1].to(moved.dtype))
+    return out
 
 
 def blend(x: Tensor, masks: Tensor) -> Tensor:
@@ -77,12 +135,32 @@ def balanced_softmax(logits: Tensor, lam: Tensor, steps: int = BALANCE_STEPS) ->
     Returns:
         (N, K, S, S) masks summing to 1 over K, with ``masks.mean((-2, -1)) ~= lam``.
     """
+    if logits.shape[1] == 2:
+        return _balanced_sigmoid(logits, lam, steps)
     log_lam = lam.to(logits.dtype).clamp_min(1e-12).log()[:, :, None, None]
     offsets = torch.zeros_like(log_lam)
     for _ in range(steps):
         shares = (logits + offsets).softmax(dim=1).mean(dim=(-2, -1), keepdim=True)
         offsets = offsets + log_lam - shares.clamp_min(1e-12).log()
     return (logits + offsets).softmax(dim=1)
+
+
+def _balanced_sigmoid(logits: Tensor, lam: Tensor, steps: int) -> Tensor:
+    """``balanced_softmax`` for K = 2, the same iterations on one offset difference.
+
+    With two inputs the softmax is a sigmoid of the logit difference and only the difference
+    of the offsets matters, so each step is one sigmoid over (N, S, S) instead of a softmax
+    over (N, 2, S, S): about 2.5x faster on CPU (measured at N = 128, S = 32).
+    """
+    difference = logits[:, 0] - logits[:, 1]
+    share = lam[:, 0].to(logits.dtype).clamp(1e-12, 1 - 1e-7)[:, None, None]
+    target = share.log() - (1 - share).log()
+    offset = torch.zeros_like(target)
+    for _ in range(steps):
+        current = torch.sigmoid(difference + offset).mean(dim=(-2, -1), keepdim=True)
+        offset = offset + target - (current.clamp_min(1e-12).log() - (1 - current).clamp_min(1e-12).log())
+    first = torch.sigmoid(difference + offset)
+    return torch.stack([first, 1 - first], dim=1)
 
 
 def keep_unmixed(masks: Tensor, mixed: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from . import hub
 from .checks import check_bool, check_choice, check_int, check_positive
-from .functional import balanced_softmax, blend, identity_thetas, keep_unmixed, warp
+from .functional import balanced_softmax, blend, identity_thetas, warp, warp_and_blend
 from .mixing import BatchMixer, MixedImages
 from .nets import LocalizationNet, MaskNet
 from .registry import register_mixer
@@ -155,37 +155,72 @@ class TransformMix(BatchMixer, hub.HubMixin):
         """The learned mask temperature tau (a 0-d tensor)."""
         return self.log_temperature.exp()
 
-    def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
-        """Move and mask the inputs of each sample (see ``BatchMixer.mix_images``)."""
+    def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw, saliency: Tensor | None = None) -> MixedImages:
+        """Move and mask the inputs of each sample (see ``BatchMixer.mix_images``).
+
+        Only the mixed samples cost anything: the saliency pass runs on the images they read
+        and both networks and the warps on them alone (``draw.rows``, ``draw.inputs``); the
+        others keep their image, an identity transform, a one-hot mask and all-zero saliency.
+        """
         learn = self.training and torch.is_grad_enabled()
         with (nullcontext() if learn else torch.no_grad()), torch.autocast(x.device.type, enabled=False):
-            return self._mix_images(x, labels, draw)
+            return self._mix_images(x, labels, draw, saliency)
 
-    def _mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
+    def _mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw, given: Tensor | None) -> MixedImages:
         n, k, s = x.shape[0], self.k, self.size
-        saliency = self.saliency(x, labels)[draw.index]
-        lam_planes = draw.lam[:, :, None, None].expand(n, k, s, s)
+        index, lam = draw.index, draw.lam
+        if draw.rows is not None:
+            if draw.rows.numel() == 0:
+                return self._unmixed(x)
+            index, lam = index[draw.rows], lam[draw.rows]
+        if draw.inputs is None:
+            saliency = self.saliency(x, labels, given)[index]
+        else:
+            subset = None if given is None else given[draw.inputs]
+            saliency = self.saliency(x[draw.inputs], labels[draw.inputs], subset)[draw.slots]
+        m = index.shape[0]
+        lam_planes = lam[:, :, None, None].expand(m, k, s, s)
         if self.stn is not None:
             noise = torch.randn(n, 1, s, s, device=x.device, generator=device_generator(draw.seed, x.device))
-            thetas = self.stn(torch.cat([saliency, lam_planes, noise], dim=1))
-            thetas = torch.where(draw.mixed[:, None, None, None], thetas, identity_thetas(n, k, x.device))
+            if draw.rows is not None:
+                noise = noise[draw.rows]  # the same noise as when every sample is mixed
+            planes = torch.cat([saliency, lam_planes, noise], dim=1)
+            # channels-last: 1.3-1.7x faster convolutions on CPU (measured), the fast layout on CUDA
+            thetas = self.stn(planes.contiguous(memory_format=torch.channels_last))
             scores = warp(saliency.unsqueeze(2), thetas).squeeze(2)
-            inputs = warp(x[draw.index], thetas)
         else:
-            thetas = identity_thetas(n, k, x.device)
+            thetas = identity_thetas(m, k, x.device)
             scores = saliency
-            inputs = x[draw.index].float()
         if self.mpn is not None:
-            scores = scores + self.mpn(torch.cat([scores, lam_planes], dim=1))
-        logits = scores / self.temperature + draw.lam.clamp_min(1e-12).log()[:, :, None, None]
-        masks = balanced_softmax(logits, draw.lam) if self.balance else logits.softmax(dim=1)
-        masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        masks = keep_unmixed(masks, draw.mixed)
-        # Unmixed samples are their own image exactly (a warp by the identity is not bit-exact).
-        images = torch.where(draw.mixed[:, None, None, None], blend(inputs, masks), x.float()).to(x.dtype)
+            planes = torch.cat([scores, lam_planes], dim=1).contiguous(memory_format=torch.channels_last)
+            scores = scores + self.mpn(planes)
+        logits = scores / self.temperature + lam.clamp_min(1e-12).log()[:, :, None, None]
+        masks = balanced_softmax(logits, lam) if self.balance else logits.softmax(dim=1)
+        masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False).contiguous()
+        if self.stn is not None:
+            images = warp_and_blend(x, index, thetas, masks, first_is_own=draw.rows is None)
+        else:
+            images = blend(x[index].float(), masks)
+        if draw.rows is not None:
+            unmixed = self._unmixed(x)
+            return MixedImages(
+                images=unmixed.images.index_copy(0, draw.rows, images.to(x.dtype)),
+                masks=unmixed.masks.index_copy(0, draw.rows, masks),
+                thetas=unmixed.thetas.index_copy(0, draw.rows, thetas),
+                saliency=unmixed.saliency.index_copy(0, draw.rows, saliency),
+            )
+        images = images.to(x.dtype)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             images = images.contiguous(memory_format=torch.channels_last)
         return MixedImages(images=images, masks=masks, thetas=thetas, saliency=saliency)
+
+    def _unmixed(self, x: Tensor) -> MixedImages:
+        """Every sample its own image: one-hot masks, identity transforms, zero saliency."""
+        n, k, s = x.shape[0], self.k, self.size
+        masks = x.new_zeros((n, k, *x.shape[-2:]), dtype=torch.float32)
+        masks[:, 0] = 1.0
+        saliency = x.new_zeros((n, k, s, s), dtype=torch.float32)
+        return MixedImages(images=x.clone(), masks=masks, thetas=identity_thetas(n, k, x.device), saliency=saliency)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode!r}, balance={self.balance}, size={self.size}"

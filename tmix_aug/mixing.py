@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from .checks import check_images, check_int, check_labels, check_number, check_positive, check_probability
 from .functional import mix_labels, smooth_labels
 from .result import MixResult
+from .saliency import SaliencySource
 from .sampling import MixDraw, check_generator, draw_mix
 
 
@@ -68,21 +69,26 @@ class BatchMixer(nn.Module):
         self.check_inputs = check_inputs
         self.mixup_enabled = True  # timm's name for the switch
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, y: Tensor, saliency: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mix a batch.
 
         Args:
             x: (N, C, H, W) float images.
             y: (N,) integer class indices or (N, num_classes) float soft targets.
+            saliency: (N, h, w) precomputed maps of the images (e.g. from a
+                ``tmix_aug.saliency_cache``), used instead of the saliency source; only for
+                mixers that read saliency.
 
         Returns:
             images (N, C, H, W) in the dtype of ``x``; targets (N, num_classes) float32,
             rows sum to 1.
         """
-        result = self.mix(x, y)
+        result = self.mix(x, y, saliency=saliency)
         return result.images, result.targets
 
-    def mix(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> MixResult:
+    def mix(
+        self, x: Tensor, y: Tensor, generator: torch.Generator | None = None, *, saliency: Tensor | None = None
+    ) -> MixResult:
         """Mix a batch and return every decision (see ``MixResult``).
 
         A batch of one image is returned unmixed.
@@ -91,6 +97,8 @@ class BatchMixer(nn.Module):
             x: (N, C, H, W) float images.
             y: (N,) integer class indices or (N, num_classes) float soft targets.
             generator: a CPU ``torch.Generator`` to make the mix reproducible.
+            saliency: (N, h, w) precomputed saliency maps of ``x`` (any resolution; resized
+                and min-max normalised like the source's maps), instead of the saliency source.
         """
         values = self.check_inputs if self.check_inputs is not None else x.device.type == "cpu"
         check_images(x, values=values)
@@ -101,7 +109,12 @@ class BatchMixer(nn.Module):
         prob = self.prob if self.mixup_enabled else 0.0
         draw = draw_mix(x.shape[0], self.k, self.alpha, prob, x.device, generator)
         labels = smooth_labels(y, self.num_classes, self.label_smoothing)
-        parts = self.mix_images(x, labels, draw)
+        if saliency is None:
+            parts = self.mix_images(x, labels, draw)
+        elif isinstance(getattr(self, "saliency", None), SaliencySource):
+            parts = self.mix_images(x, labels, draw, saliency=check_saliency(saliency, x))
+        else:
+            raise ValueError(f"saliency: {type(self).__name__} reads no saliency maps; leave saliency=None")
         lam = draw.lam if parts.lam is None else parts.lam
         return MixResult(
             images=parts.images,
@@ -117,6 +130,9 @@ class BatchMixer(nn.Module):
     def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
         """Make the mixed images of one checked batch.
 
+        Mixers that read saliency (a ``SaliencySource`` in ``self.saliency``) also take
+        ``saliency=`` (N, h, w) precomputed maps.
+
         Args:
             x: (N, C, H, W) float images.
             labels: (N, num_classes) float32 each sample's own smoothed target.
@@ -129,3 +145,17 @@ class BatchMixer(nn.Module):
             f"num_classes={self.num_classes}, k={self.k}, alpha={self.alpha}, "
             f"label_smoothing={self.label_smoothing}, prob={self.prob}, mixup_enabled={self.mixup_enabled}"
         )
+
+
+def check_saliency(maps: Tensor, x: Tensor) -> Tensor:
+    """Raise unless ``maps`` are (N, h, w) real maps of the N images ``x`` on their device."""
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"saliency: expected a torch.Tensor of maps (N, h, w), got {type(maps).__name__}")
+    if maps.ndim != 3 or maps.shape[0] != x.shape[0] or maps.is_complex() or not maps.is_floating_point():
+        raise ValueError(
+            f"saliency: expected real float maps of shape ({x.shape[0]}, h, w) for the {x.shape[0]} images, "
+            f"got {tuple(maps.shape)} of {maps.dtype}"
+        )
+    if maps.device != x.device:
+        raise ValueError(f"saliency: expected maps on the images' device {x.device}, got {maps.device}")
+    return maps

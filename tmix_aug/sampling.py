@@ -17,12 +17,23 @@ class MixDraw:
     - ``lam`` (N, K) float32: Dirichlet(alpha) weights; [1, 0, ...] for unmixed samples.
     - ``mixed`` (N,) bool: which samples are mixed (drawn with probability ``prob``).
     - ``seed``: an integer drawn from the same stream, for further draws (noise).
+    - ``rows`` (M,) int64: the mixed samples, in batch order; None when all N are mixed.
+    - ``inputs`` (U,) int64: the batch elements the mixed samples read (sorted, each once);
+      None when that is the whole batch.
+    - ``slots`` (M, K) int64: position in ``inputs`` of each slot of the mixed samples
+      (``inputs[slots] == index[rows]``); None together with ``inputs``.
+
+    The last three are worked out on the host with the draw, so a mixer can compute only what
+    the mixed samples need without reading ``mixed`` back from the device.
     """
 
     index: Tensor
     lam: Tensor
     mixed: Tensor
     seed: int
+    rows: Tensor | None = None
+    inputs: Tensor | None = None
+    slots: Tensor | None = None
 
 
 def check_generator(generator: torch.Generator | None) -> None:
@@ -67,6 +78,7 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     return int(torch.randint(0, 2**63 - 1, (), generator=generator))
 
 
+@torch.compiler.disable  # host-side numpy draws: torch.compile runs them as they are
 def draw_mix(
     n: int,
     k: int,
@@ -104,11 +116,24 @@ def draw_mix(
     lam = rng.dirichlet(np.full(k, alpha), size=n).astype(np.float32)
     mixed = (rng.random(n) < prob) if n > 1 else np.zeros(n, dtype=bool)
     lam[~mixed] = np.eye(k, dtype=np.float32)[0]
+    rows = inputs = slots = None
+    if not mixed.all():
+        rows = np.flatnonzero(mixed)
+    used, positions = np.unique(index[mixed], return_inverse=True)
+    if len(used) < n:
+        inputs, slots = used, positions.reshape(-1, k)
+
+    def to_device(array: np.ndarray | None) -> Tensor | None:
+        return None if array is None else torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+
     return MixDraw(
-        index=torch.from_numpy(index).to(device, non_blocking=True),
-        lam=torch.from_numpy(lam).to(device, non_blocking=True),
-        mixed=torch.from_numpy(mixed).to(device, non_blocking=True),
+        index=to_device(index),
+        lam=to_device(lam),
+        mixed=to_device(mixed),
         seed=int(rng.integers(0, 2**63 - 1)),
+        rows=to_device(rows),
+        inputs=to_device(inputs),
+        slots=to_device(slots),
     )
 
 

@@ -104,16 +104,19 @@ class SaliencySource:
         self.fn = create_saliency(spec)
         self.size = check_int("size", size, 1)
 
-    def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, labels: Tensor, given: Tensor | None = None) -> Tensor:
         """Saliency of every image at the resolution ``size``.
 
         Args:
             x: (N, C, H, W) images.
             labels: (N, num_classes) soft targets (they pick the CAM class).
+            given: (N, h, w) precomputed maps of ``x`` (e.g. cached); the source is not called.
 
         Returns:
             (N, S, S) float32 in [0, 1], no autograd graph.
         """
+        if given is not None:
+            return resize_and_normalize(given.detach().float(), self.size)
         with torch.no_grad():
             maps = self.fn(x, labels)
         if not isinstance(maps, Tensor) or maps.ndim != 3 or maps.shape[0] != x.shape[0]:
