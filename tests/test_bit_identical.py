@@ -7,6 +7,12 @@ Do not regenerate it to make this test pass: a difference means the refactor cha
 Its metadata records torch's version and CPU capability; on another CPU kernel path (e.g.
 AVX-512 against AVX2) convolution results may differ in the last bits, so there the images
 are compared to 1e-6 instead of bit for bit.
+
+Since the speed work of issue 14 (a broadcast affine grid, a lerp blend for K=2, balanced masks
+for K=2 by one sigmoid) the float outputs (images, masks, saliency, thetas) legitimately differ in
+the last bits: they are compared to 1e-5, everything drawn (index, lam) and the targets exactly.
+Unmixed samples (prob < 1) no longer get a saliency pass: their saliency is zeros, so saliency is
+compared on the mixed samples only.
 """
 from __future__ import annotations
 
@@ -62,15 +68,19 @@ def make_reference() -> None:
 
 def test_mixes_are_bit_identical_to_the_reference():
     reference = load_file(REFERENCE)
-    with safe_open(REFERENCE, "pt") as file:
-        same_kernels = file.metadata() == environment()
     now = mixes()
     assert sorted(now) == sorted(reference)
     for key, expected in reference.items():
-        if same_kernels or expected.dtype == torch.int64 or key.endswith("/lam"):
-            assert torch.equal(now[key], expected), key
+        got = now[key]
+        if key.endswith("/saliency"):
+            masks = reference[key.replace("/saliency", "/masks")]
+            mixed = ~(masks[:, 0] == 1).flatten(1).all(dim=1)
+            assert (got[~mixed] == 0).all(), key
+            got, expected = got[mixed], expected[mixed]
+        if expected.dtype == torch.int64 or key.endswith(("/lam", "/targets")):
+            assert torch.equal(got, expected), key
         else:
-            torch.testing.assert_close(now[key], expected, rtol=0, atol=1e-6, msg=key)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=key)
 
 
 if __name__ == "__main__":
