@@ -131,3 +131,18 @@ def test_balanced_pick_is_seeded_and_balanced(acc):
     assert pick != acc._balanced_pick(files, 5, seed=4)
     with pytest.raises(ValueError, match="per_class"):
         acc._balanced_pick(files, 21, seed=0)
+
+
+def test_markdown_rewrites_only_the_tables(acc, tmp_path):
+    page = tmp_path / "accuracy.md"
+    page.write_text(f"# Results\n\nprose before\n\n{acc.TABLES_BEGIN}\nold table\n{acc.TABLES_END}\n\nprose after\n")
+    records = [_record(m, s, v) for m in ("none", "mixup") for s, v in enumerate((50.0, 54.0))]
+    acc.write_markdown(records, page)
+    text = page.read_text()
+    assert text.startswith("# Results\n\nprose before\n\n") and text.endswith("\n\nprose after\n")
+    assert "old table" not in text
+    assert "| Mixup | 2 (0, 1) | 52.00 ± 2.83 |" in text  # sample std of 50 and 54
+    assert "| no mixing | 2 (0, 1) |" in text
+    page.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        acc.write_markdown(records, page)
