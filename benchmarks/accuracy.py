@@ -33,6 +33,7 @@ import platform
 import random
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -383,15 +384,41 @@ def evaluate(summary: dict[str, Any], folder: Path, split: str, data_dir: Path |
         crop_pct=config["crop_pct"], num_workers=0,
     )
     hits1 = hits5 = loss = total = 0.0
+    cam_hw = None
     with torch.no_grad():
         for x, y in loader:
+            if cam_hw is None:
+                cam_hw = cam_map_size(args, model, x[:2], summary["num_classes"])
             logits = model(x)
             loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits1 += float((top[:, 0] == y).sum())
             hits5 += float((top == y[:, None]).any(dim=1).sum())
             total += len(y)
-    return {"top1": 100 * hits1 / total, "top5": 100 * hits5 / total, "loss": loss / total, "images": int(total)}
+    return {
+        "top1": 100 * hits1 / total, "top5": 100 * hits5 / total, "loss": loss / total, "images": int(total),
+        "cam_map_hw": cam_hw,
+    }
+
+
+def cam_map_size(args: dict[str, Any], model: Any, x: Any, num_classes: int) -> list[int] | None:
+    """(h, w) of the class activation maps the run's mixer read (the model itself or its
+    teacher, through the same ``ClassActivationMap`` pass with its default downsizing), for a
+    batch ``x`` (N, C, H, W) at the training size; None when the run used no CAMs."""
+    import timm
+    import torch
+
+    from tmix_aug.saliency import ClassActivationMap
+
+    if args.get("saliency") == "self":
+        source = model
+    elif args.get("saliency") == "teacher":
+        kwargs = {} if args.get("teacher_num_classes") is None else {"num_classes": args["teacher_num_classes"]}
+        source = timm.create_model(args["teacher"], checkpoint_path=args.get("teacher_checkpoint") or "", **kwargs)
+    else:
+        return None
+    targets = torch.full((x.shape[0], num_classes), 1.0 / num_classes)
+    return list(ClassActivationMap(source.eval())(x, targets).shape[-2:])
 
 
 def curves(summary: dict[str, Any]) -> dict[str, list[float]]:
@@ -421,21 +448,24 @@ def run_cell(cell: Cell, work: Path, results: Path, log=print) -> dict[str, Any]
         log(f"[{_now()}] {action} {cell.key}: tmix-train {shlex.join(run_argv)}")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        with open(folder / "train.log", "a") as out:
-            process = subprocess.run(
-                [sys.executable, "-m", "tmix_aug.train", *run_argv], stdout=out, stderr=subprocess.STDOUT
-            )
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        sitting = {
-            "action": action,
-            "wall_s": time.perf_counter() - start,
-            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "returncode": process.returncode,
-            "ended": _now(),
-        }
-        append_record(sittings_path, sitting)
-        if process.returncode != 0:
-            raise RuntimeError(f"cell {cell.key}: tmix-train exited with {process.returncode}; see {folder / 'train.log'}")
+        returncode = None
+        try:
+            with open(folder / "train.log", "a") as out:
+                # subprocess.run kills the run when this process is interrupted (SIGINT / SIGTERM)
+                returncode = subprocess.run(
+                    [sys.executable, "-m", "tmix_aug.train", *run_argv], stdout=out, stderr=subprocess.STDOUT
+                ).returncode
+        finally:  # the sitting's time counts even when it was stopped
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            append_record(sittings_path, {
+                "action": action,
+                "wall_s": time.perf_counter() - start,
+                "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+                "returncode": returncode,
+                "ended": _now(),
+            })
+        if returncode != 0:
+            raise RuntimeError(f"cell {cell.key}: tmix-train exited with {returncode}; see {folder / 'train.log'}")
         if plan(cell, work, results) != "record":
             raise RuntimeError(f"cell {cell.key}: tmix-train ended before the last epoch; see {folder / 'train.log'}")
     summary = _summary(folder)
@@ -463,6 +493,7 @@ def run_cell(cell: Cell, work: Path, results: Path, log=print) -> dict[str, Any]
         "test_top5": test["top5"],
         "test_loss": test["loss"],
         "test_images": test["images"],
+        "cam_map_hw": test["cam_map_hw"],
         "train_clean_top1": train["top1"],
         "train_clean_loss": train["loss"],
         "train_images": train["images"],
@@ -633,7 +664,12 @@ def write_plot(records: list[dict[str, Any]], path: Path) -> None:
 # Command line
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _stop)  # `kill PID` stops the running cell and records its time
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("run", "status", "report", "argv"))
     parser.add_argument("--protocol", nargs="+", default=list(PROTOCOLS), choices=sorted(PROTOCOLS))

@@ -61,6 +61,7 @@ def test_cell_runs_records_and_is_skipped_on_rerun(acc, tmp_path):
     assert stored["monitor_best_top1"] == max(stored["curves"]["monitor_top1"])
     assert stored["final_train_loss"] == stored["curves"]["train_loss"][-1]
     assert stored["wall_s"] > 0 and stored["cpu_s"] > 0 and stored["sittings"] == 1
+    assert stored["cam_map_hw"] is None  # Mixup reads no saliency
     assert {"torch", "timm", "tmix_aug", "python"} <= set(stored["versions"])
 
     # a rerun does nothing: no new line, no training
