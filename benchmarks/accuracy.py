@@ -646,7 +646,7 @@ def write_plot(records: list[dict[str, Any]], path: Path) -> None:
                 series = [r["curves"][key] for r in s["rows"]]
                 length = min(len(c) for c in series)
                 mean = [sum(c[i] for c in series) / len(series) for i in range(length)]
-                axes[row][col].plot(range(1, length + 1), mean, label=f"{METHOD_LABELS[method]} (n={s['n']})")
+                axes[row][col].plot(range(1, length + 1), mean, label=f"{METHOD_LABELS[method].replace('`', '')} (n={s['n']})")
         axes[row][0].set_title(f"{protocol}: monitor top-1 (%)")
         axes[row][1].set_title(f"{protocol}: train loss (on the mixed batches)")
         for ax in axes[row]:
@@ -697,8 +697,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         records = read_records(args.results)
         print(write_markdown(records, args.results.with_suffix(".md")))
-        write_plot(records, args.results.with_suffix(".png"))
-        print(f"wrote {args.results.with_suffix('.md')} and {args.results.with_suffix('.png')}")
+        if records:
+            write_plot(records, args.results.with_suffix(".png"))
+        print(f"wrote {args.results.with_suffix('.md')}" + (f" and {args.results.with_suffix('.png')}" if records else
+                                                            " (no cells recorded yet: no plot)"))
 
 
 if __name__ == "__main__":
