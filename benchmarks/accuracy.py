@@ -9,11 +9,13 @@ package versions, machine, wall and CPU time, final test top-1/top-5, best top-1
 per-epoch monitor set, clean train accuracy, final (mixed) train loss and the per-epoch curves.
 Finished cells are skipped, so rerunning the same command continues where it stopped.
 
-    # all cells, in an informative order (seed 0 first); rerun the same line to resume
-    nohup nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/accuracy.py run \\
-        > ~/.cache/tmix/accuracy/run.log 2>&1 &
+    # all cells, seed 0 of both protocols first; rerun the same line to resume
+    nohup nice -n 10 env OMP_NUM_THREADS=1 bash benchmarks/accuracy_all.sh \\
+        >> ~/.cache/tmix/accuracy/run.log 2>&1 &
+    # stop: kill the driver, then the harness (`kill PID`: it stops its tmix-train run and
+    # records the time spent); the next start resumes from the last finished epoch
     python benchmarks/accuracy.py run --protocol scratch --method none mixup --seed 0
-    python benchmarks/accuracy.py status          # which cells are done, running, not started
+    python benchmarks/accuracy.py status          # per cell: skip (recorded), record, resume or start
     python benchmarks/accuracy.py report          # accuracy.md (mean ± std) and accuracy.png
 
 Evaluating the full test set after every epoch would cost about as much as the training
