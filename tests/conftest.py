@@ -52,3 +52,15 @@ def teacher():
     model = TinyClassifier()
     model.eval().requires_grad_(False)
     return model
+
+
+def assert_same_safetensors(got, expected) -> None:
+    """Two safetensors files hold the same tensors and metadata (not necessarily the same bytes:
+    safetensors writes metadata keys in hash order, which changes from process to process)."""
+    from safetensors import safe_open
+
+    with safe_open(got, "pt") as a, safe_open(expected, "pt") as b:
+        assert a.metadata() == b.metadata()
+        assert sorted(a.keys()) == sorted(b.keys())
+        for key in b.keys():
+            assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key

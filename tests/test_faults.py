@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import safetensors.torch
-from safetensors import safe_open
 import timm
 import torch
 from timm.models import load_checkpoint
@@ -29,6 +28,7 @@ import tmix_aug  # noqa: F401  (registers cifar_resnet20 with timm)
 from tmix_aug import atomic, train
 from tmix_aug.search import __main__ as search_cli
 from tmix_aug.search.checkpoint import SearchCheckpoint
+from conftest import assert_same_safetensors
 from test_search import write_image_folder
 
 # One search epoch writes 11 files: the checkpoint unit (weights, kept weights, optimizer, state,
@@ -79,14 +79,6 @@ def search_argv(data: Path, output: Path, workers: int) -> list:
         "--output", output, "--epochs", 3, "--batch-size", 8, "--max-batches", 2, "--val-samples", 8,
         "--size", 16, "--lr", 0.05, "--no-calibrated", "--workers", workers,
     ]  # fmt: skip
-
-
-def assert_same_safetensors(got: Path, expected: Path) -> None:
-    with safe_open(got, "pt") as a, safe_open(expected, "pt") as b:
-        assert a.metadata() == b.metadata()
-        assert sorted(a.keys()) == sorted(b.keys())
-        for key in b.keys():
-            assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
 
 
 def assert_same_search_result(reference: Path, resumed: Path) -> None:

@@ -1,6 +1,7 @@
 """The search stage: it learns, writes a loadable mixer, resumes exactly, runs under torchrun."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from tmix_aug.atomic import sha256_file
 from tmix_aug.search.checkpoint import SearchCheckpoint
 from tmix_aug.search.selection import kept_record
 from tmix_aug.synthetic import SyntheticObjects
+
+from conftest import assert_same_safetensors
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 TO_TENSOR = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
@@ -120,13 +123,13 @@ def test_resume_continues_exactly(tmp_path):
 def test_resuming_a_finished_run_rewrites_its_card_with_notes(tmp_path):
     """How an evaluation made after the search gets into the model card."""
     tiny_run(tmp_path / "run", epochs=1)
-    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    shutil.copy(tmp_path / "run" / "model.safetensors", tmp_path / "before.safetensors")
     notes = tmp_path / "notes.md"
     notes.write_text("## Evaluation\nJudged by a classifier of our own.\n")
     tiny_run(tmp_path / "run", epochs=1, resume=True, card_notes=str(notes))
     card = (tmp_path / "run" / "README.md").read_text()
     assert card.count("Judged by a classifier of our own.") == 1 and "| 1 |" in card
-    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights  # no epoch was run again
+    assert_same_safetensors(tmp_path / "run" / "model.safetensors", tmp_path / "before.safetensors")  # no epoch run again
     history = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert history == [0, 1]
 

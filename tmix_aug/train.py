@@ -72,6 +72,7 @@ from .hub import bundled_image_size, choose_bundled
 from .mixing import BatchMixer
 from .registry import create_mixer, list_mixers
 from .sampling import stream_seed
+from .step_timer import PhaseTimer
 from .teacher import load_teacher
 
 _logger = logging.getLogger("tmix_aug.train")
@@ -728,12 +729,6 @@ def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, int]:
     return train, evaluation, args.num_classes
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for the device, so host timers measure its work (CUDA only; a no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _autocast(args: argparse.Namespace, device: torch.device):
     if not args.amp:
         return nullcontext()
@@ -766,7 +761,7 @@ def train_one_epoch(
     generator = torch.Generator().manual_seed(stream_seed(args.seed, epoch, args.rank, bits=31))
     updates_per_epoch = len(loader)
     losses = AverageMeter()
-    mix_time = step_time = 0.0
+    timer = PhaseTimer(device)  # CUDA events: no host-device sync per step for timing
     bar = tqdm(
         loader, desc=f"train {epoch}", disable=args.no_progress or args.rank != 0, leave=False
     )
@@ -774,11 +769,9 @@ def train_one_epoch(
     for step, (x, y) in enumerate(bar):
         if args.no_prefetcher:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        _sync(device)
-        arrived = time.perf_counter()
+        arrived = timer.mark()
         result = mixer.mix(x, y, generator=generator)
-        _sync(device)
-        mixed = time.perf_counter()
+        mixed = timer.mark()
         images = result.images
         if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -810,15 +803,15 @@ def train_one_epoch(
         if scheduler is not None and args.sched_on_updates:
             scheduler.step_update(num_updates=epoch * updates_per_epoch + step + 1)
         losses.update(loss.item(), x.shape[0])
-        _sync(device)
-        done = time.perf_counter()
-        mix_time += mixed - arrived
-        step_time += done - arrived
+        timer.add("mix", arrived, mixed)
+        timer.add("step", arrived, timer.mark())
         if on_first_mix is not None and step == 0:
             on_first_mix(x, y)
         if (step + 1) % args.log_interval == 0 or step + 1 == updates_per_epoch:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     elapsed = time.perf_counter() - start
+    seconds = timer.totals()
+    mix_time, step_time = seconds.get("mix", 0.0), seconds.get("step", 0.0)
     totals = torch.tensor([losses.sum, losses.count], dtype=torch.float64, device=device)
     if args.distributed:
         dist.all_reduce(totals)
