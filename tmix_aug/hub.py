@@ -23,7 +23,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT = "tmix_aug.transformmix"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ARCHITECTURE_FIELDS = (
     "k",
     "mode",
@@ -36,10 +36,12 @@ ARCHITECTURE_FIELDS = (
     "mpn_channels",
     "mpn_layers",
     "mpn_kernel",
+    "mpn_padding",
     "init_temperature",
 )
 # Fields an older format version lacks, with the values that reproduce what its weights did.
-OLDER_VERSIONS = {1: {"balance": False}}
+# Version 3 added mpn_padding: versions 1 and 2 were searched with the mask net's zero padding.
+OLDER_VERSIONS = {1: {"balance": False, "mpn_padding": "zeros"}, 2: {"mpn_padding": "zeros"}}
 BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 

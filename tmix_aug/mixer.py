@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from . import hub
 from .mixing import BatchMixer, MixedImages, UsesSaliency, balanced_softmax, blend, identity_thetas, keep_unmixed
-from .nets import LocalizationNet, MaskNet
+from .nets import PADDING_MODES, LocalizationNet, MaskNet
 from .sampling import MixDraw, device_generator
 
 MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
@@ -84,6 +84,8 @@ class TransformMix(UsesSaliency, BatchMixer):
         size: working resolution S of both networks (architecture).
         stn_channels, stn_hidden, max_translation, max_linear: see ``LocalizationNet``.
         mpn_channels, mpn_layers, mpn_kernel: see ``MaskNet``.
+        mpn_padding: ``MaskNet``'s padding; "replicate" (default) keeps constant saliency's
+            masks constant; "zeros" is what mixers of config format 1 and 2 were searched with.
         init_temperature: starting value of the learned temperature tau.
         check_inputs: see ``BatchMixer``.
     """
@@ -107,6 +109,7 @@ class TransformMix(UsesSaliency, BatchMixer):
         mpn_channels: int = 32,
         mpn_layers: int = 3,
         mpn_kernel: int = 3,
+        mpn_padding: str = "replicate",
         init_temperature: float = 0.3,
         check_inputs: bool | None = None,
     ) -> None:
@@ -123,6 +126,8 @@ class TransformMix(UsesSaliency, BatchMixer):
             raise ValueError(f"stn_channels: expected two channel counts, got {stn_channels!r}")
         if mpn_kernel % 2 != 1:
             raise ValueError(f"mpn_kernel: expected an odd kernel size, got {mpn_kernel!r}")
+        if mpn_padding not in PADDING_MODES:
+            raise ValueError(f"mpn_padding: expected one of {PADDING_MODES}, got {mpn_padding!r}")
         if not init_temperature > 0:
             raise ValueError(f"init_temperature: expected a number > 0, got {init_temperature!r}")
         self.mode = mode
@@ -140,6 +145,7 @@ class TransformMix(UsesSaliency, BatchMixer):
             "mpn_channels": mpn_channels,
             "mpn_layers": mpn_layers,
             "mpn_kernel": mpn_kernel,
+            "mpn_padding": mpn_padding,
             "init_temperature": float(init_temperature),
         }
         self.stn = (
@@ -155,7 +161,7 @@ class TransformMix(UsesSaliency, BatchMixer):
             else None
         )
         self.mpn = (
-            MaskNet(2 * k, k, channels=mpn_channels, layers=mpn_layers, kernel=mpn_kernel)
+            MaskNet(2 * k, k, channels=mpn_channels, layers=mpn_layers, kernel=mpn_kernel, padding=mpn_padding)
             if mode in ("transformmix", "mpn-only")
             else None
         )
