@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     val = folder("val")
     # From the evaluation part of val (not the search's held-out part), fixed seed.
-    pool = val_split_indices()[1]
+    pool = val_split_indices(val)[1]
     subset = Subset(val, np.random.default_rng(1).permutation(pool)[: args.images].tolist())
     xs, ys = zip(*[subset[i] for i in range(len(subset))])
     x64, y = torch.stack(xs), torch.tensor(ys)
