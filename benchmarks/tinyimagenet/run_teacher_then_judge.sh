@@ -6,7 +6,7 @@
 # PYTHON defaults to the repository's .venv.
 set -e
 PYTHON=${PYTHON:-.venv/bin/python}
-"$PYTHON" benchmarks/tinyimagenet/finetune_teacher.py --steps 250 --save-every 10
+"$PYTHON" benchmarks/tinyimagenet/finetune_teacher.py --steps 200 --save-every 10
 mkdir -p benchmarks/results/tinyimagenet
 cp ~/.cache/tmix/teachers/tf_mobilenetv2_100_up2_os16_tinyimagenet.safetensors benchmarks/results/tinyimagenet/
 "$PYTHON" benchmarks/tinyimagenet/train_judge.py

@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=5.0)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--save-every", type=int, default=20)
-    parser.add_argument("--eval-every", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default=str(Path.home() / ".cache/tmix/classifiers/work-judge-tinyimagenet"))
     parser.add_argument("--output", default=str(Path.home() / ".cache/tmix/classifiers/tinyimagenet_preact_resnet18_w16.safetensors"))
