@@ -6,7 +6,9 @@ after the top-25% CAM region of each image is set to grey (0 after normalisation
 after the same-shaped region moved by half the image (the CAM rolled by half its height and
 width, cyclically). A CAM that finds the object makes the first drop clearly larger.
 
-    OMP_NUM_THREADS=1 python benchmarks/tinyimagenet/teacher_setup.py --images 400
+    OMP_NUM_THREADS=1 python benchmarks/tinyimagenet/teacher_setup.py --images 200
+    OMP_NUM_THREADS=1 python benchmarks/tinyimagenet/teacher_setup.py --images 200 --configs "" \
+        --teacher-checkpoint ~/.cache/tmix/teachers/tf_mobilenetv2_100_up2_os16_tinyimagenet.safetensors
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import time
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
@@ -35,17 +38,27 @@ def delete(x: torch.Tensor, maps: torch.Tensor, fraction: float) -> torch.Tensor
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=400)
-    parser.add_argument("--configs", default="64/32,64/16,64/8,96/32,128/32,128/16")
+    parser.add_argument("--configs", default="64/32,64/16,64/8,128/32,128/16",
+                        help="INPUT/OUTPUT_STRIDE set-ups of the ImageNet weights with the 200 head rows ('' for none)")
+    parser.add_argument("--teacher", default="tf_mobilenetv2_100_up2_os16", help="timm name of a trained teacher (64 px input)")
+    parser.add_argument("--teacher-checkpoint", default=None, help="also measure this trained teacher")
     args = parser.parse_args()
     val = folder("val")
-    # From the evaluation part of val (not the search's held-out part), fixed seed.
+    # From the judge's part of val (not the search's held-out part), fixed seed.
     pool = val_split_indices(val)[1]
     subset = Subset(val, np.random.default_rng(1).permutation(pool)[: args.images].tolist())
     xs, ys = zip(*[subset[i] for i in range(len(subset))])
     x64, y = torch.stack(xs), torch.tensor(ys)
-    for config in args.configs.split(","):
+    setups = []  # (record fields, model, input size it is fed)
+    for config in filter(None, args.configs.split(",")):
         size, stride = map(int, config.split("/"))
-        model = teacher_from_imagenet(val.classes, output_stride=stride)  # input resized below.eval()
+        model = teacher_from_imagenet(val.classes, output_stride=stride)  # the input is resized below
+        setups.append(({"input": size, "output_stride": stride}, model, size))
+    if args.teacher_checkpoint:
+        model = timm.create_model(args.teacher, num_classes=len(val.classes), checkpoint_path=args.teacher_checkpoint)
+        setups.append(({"teacher": args.teacher, "checkpoint": args.teacher_checkpoint, "input": 64}, model, 64))
+    for fields, model, size in setups:
+        model.eval()
         cam = ClassActivationMap(model, class_source="label", input_size=None)
         correct, p_clean, p_cam, p_rand, seconds, shape = 0, [], [], [], 0.0, None
         for start in range(0, len(y), 50):
@@ -66,8 +79,7 @@ def main() -> None:
                     xi = x if m is None else delete(x, m, 0.25)
                     store.append(model(xi).softmax(-1).gather(1, t[:, None]).squeeze(1))
         record = {
-            "input": size,
-            "output_stride": stride,
+            **fields,
             "images": len(y),
             "top1": round(100 * correct / len(y), 2),
             "cam": list(shape),
