@@ -124,3 +124,62 @@ def test_bad_samples_are_named(batch, error, words):
 def test_collate_needs_a_mixer():
     with pytest.raises(TypeError, match="mixer: expected a tmix_aug mixer"):
         TransformMixCollate(lambda x, y: (x, y))
+
+
+def test_a_fresh_collate_at_epoch_1_does_not_repeat_epoch_0():
+    """The epoch keys the stream: a resumed run (a new collate, set_epoch(1)) draws anew."""
+    samples = [Blobs()[i] for i in range(8)]
+
+    def first_batch(epoch):
+        collate = TransformMixCollate(TransformMix(4), seed=0)
+        collate.set_epoch(epoch)
+        return collate(samples)[1]
+
+    assert torch.equal(first_batch(0), first_batch(0))
+    assert not torch.equal(first_batch(0), first_batch(1))
+
+
+def test_mixup_enabled_is_timms_name_for_the_switch_and_reaches_workers():
+    collate = TransformMixCollate(TransformMix(4), seed=0)
+    loader = make_loader(collate)
+    assert collate.mixup_enabled and not all(is_one_hot(t) for _, t in epoch_batches(loader, collate, 0))
+    collate.mixup_enabled = False
+    assert not collate.enabled
+    assert all(is_one_hot(t) for _, t in epoch_batches(loader, collate, 1))
+
+
+def test_integer_labels_of_any_dtype():
+    samples = [Blobs()[i] for i in range(4)]
+    collate = TransformMixCollate(TransformMix(4), seed=0)
+    reference = collate([(image, label) for image, label in samples])
+    for dtype in (np.int8, np.int32, np.uint8):
+        collate = TransformMixCollate(TransformMix(4), seed=0)
+        images, targets = collate([(image, dtype(label)) for image, label in samples])
+        assert torch.equal(targets, reference[1]) and torch.equal(images, reference[0])
+
+
+image = torch.rand(3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "batch, error, words",
+    [
+        ([(image, 0), (np.zeros((16, 16, 3), np.uint8), 1)], ValueError, "batch[1][0]: expected an image of shape (C, H, W), got (16, 16, 3), which looks like (H, W, C)"),
+        ([(image, 0), ((image * 255).byte(), 1)], ValueError, "batch[1][0]: image dtype torch.uint8 differs from batch[0]'s torch.float32"),
+        ([(image, 0), (torch.rand(3, 8, 8), 1)], ValueError, "batch[1][0]: image shape (3, 8, 8) differs"),
+        ([(image, 0), (image, 4)], ValueError, "batch[1][1]: expected a class index in [0, 4), got 4"),
+        ([(image, 0), (image, -1)], ValueError, "batch[1][1]: expected a class index in [0, 4), got -1"),
+        ([(image, 0), (image, 1.5)], TypeError, "batch[1][1]: expected an integer class index, got 1.5"),
+        ([(image, 0), (image, "cat")], TypeError, "batch[1][1]: expected a class index or a 1-D soft target, got str"),
+        ([(image, 0), (image, torch.ones(3) / 3)], ValueError, "batch[1][1]: expected a float soft target of 4 values"),
+        ([(image, 0), (image, torch.ones(4) / 4)], ValueError, "batch[1][1]: label kind soft target differs from batch[0]'s class index"),
+        ([(image, torch.ones(4) * 2)], ValueError, "y: soft target rows must sum to 1"),
+    ],
+)
+def test_bad_samples_name_the_sample(batch, error, words):
+    for enabled in (True, False):
+        collate = TransformMixCollate(TransformMix(4), seed=0)
+        collate.enabled = enabled
+        with pytest.raises(error) as info:
+            collate(batch)
+        assert words in str(info.value)

@@ -174,32 +174,145 @@ def test_a_miss_lists_every_place_tried(tmp_path):
         assert words in done.stdout
 
 
+class FakeApi:
+    """Stands in for huggingface_hub.HfApi: records the calls and the uploaded files."""
+
+    calls: dict = {}
+
+    def __init__(self, token=None):
+        FakeApi.calls = {"token": token}
+
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        FakeApi.calls["repo"] = (repo_id, private, exist_ok)
+
+    def upload_folder(self, repo_id, folder_path, commit_message, revision=None, create_pr=None):
+        folder = Path(folder_path)
+        FakeApi.calls.update(
+            files=sorted(p.name for p in folder.iterdir()),
+            k=json.loads((folder / "config.json").read_text())["k"],
+            card=(folder / "README.md").read_text(),
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+        class Info:
+            commit_url = f"https://hub.example/{repo_id}/commit/1"
+
+        return Info()
+
+
 def test_push_to_hub_uploads_the_saved_directory(monkeypatch):
-    uploaded = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            uploaded["token"] = token
-
-        def create_repo(self, repo_id, private=None, exist_ok=False):
-            uploaded["repo"] = (repo_id, private, exist_ok)
-
-        def upload_folder(self, repo_id, folder_path, commit_message):
-            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
-            config = json.loads((Path(folder_path) / "config.json").read_text())
-            uploaded["k"] = config["k"]
-
-            class Info:
-                commit_url = f"https://hub.example/{repo_id}/commit/1"
-
-            return Info()
-
     monkeypatch.setattr(hub.huggingface_hub, "HfApi", FakeApi)
-    url = searched().push_to_hub("someone/mixer", private=True, token="t")
+    url = searched().push_to_hub("someone/mixer", private=True, token="t", branch="dev", create_pr=True)
     assert url.endswith("someone/mixer/commit/1")
-    assert uploaded == {
-        "token": "t",
-        "repo": ("someone/mixer", True, True),
-        "files": ["README.md", "config.json", "model.safetensors"],
-        "k": 2,
-    }
+    calls = FakeApi.calls
+    assert calls["token"] == "t" and calls["repo"] == ("someone/mixer", True, True)
+    assert calls["files"] == ["README.md", "config.json", "model.safetensors"] and calls["k"] == 2
+    assert (calls["revision"], calls["create_pr"]) == ("dev", True)
+    assert "from_pretrained('someone/mixer'" in calls["card"]
+
+
+def test_save_pretrained_can_push(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub.huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(FakeApi, "calls", {})
+    assert searched().save_pretrained(tmp_path / "m") is None and FakeApi.calls == {}  # no push by default
+    url = searched().save_pretrained(tmp_path / "m", push_to_hub=True, repo_id="someone/pushed", token="t")
+    assert url == "https://hub.example/someone/pushed/commit/1"
+    assert FakeApi.calls["repo"] == ("someone/pushed", None, True) and FakeApi.calls["token"] == "t"
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_hub_download_options_reach_huggingface_hub(tmp_path, monkeypatch):
+    searched().save_pretrained(tmp_path / "snap")
+    seen = {}
+
+    def fake_download(repo_id, **kwargs):
+        seen.update(kwargs, repo_id=repo_id)
+        return str(tmp_path / "snap")
+
+    monkeypatch.setattr(hub.huggingface_hub, "snapshot_download", fake_download)
+    options = dict(revision="v1", cache_dir=str(tmp_path), token="t", force_download=True, local_files_only=True)
+    TransformMix.from_pretrained("someone/mixer", num_classes=5, **options)
+    assert seen["repo_id"] == "someone/mixer" and {key: seen[key] for key in options} == options
+    with pytest.raises(TypeError, match="proxies: huggingface_hub .* HTTPS_PROXY"):
+        TransformMix.from_pretrained("someone/mixer", num_classes=5, proxies={"https": "http://proxy:1"})
+    monkeypatch.setattr(hub.huggingface_hub, "snapshot_download", lambda repo_id, proxies=None, **kw: seen.update(proxies=proxies) or str(tmp_path / "snap"))
+    TransformMix.from_pretrained("someone/mixer", num_classes=5, proxies={"https": "http://proxy:1"})
+    assert seen["proxies"] == {"https": "http://proxy:1"}
+
+
+def test_model_card_is_hub_metadata_without_placeholders(tmp_path):
+    from huggingface_hub import ModelCard
+
+    searched().save_pretrained(tmp_path / "my-mixer", card_data={"datasets": ["cifar10"], "base_model": "timm/resnet18.a1_in1k"})
+    card = ModelCard.load(tmp_path / "my-mixer" / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "apache-2.0" and data["library_name"] == "tmix_aug"
+    assert data["datasets"] == ["cifar10"] and data["base_model"] == "timm/resnet18.a1_in1k"
+    assert "data-augmentation" in data["tags"]
+    assert "from_pretrained('my-mixer'" in card.text and "| k | 2 |" in card.text
+    for name in hub.bundled_names():
+        text = (hub.BUNDLED_DIR / name / "README.md").read_text()
+        assert ModelCard.load(hub.BUNDLED_DIR / name / "README.md").data.license == "apache-2.0"
+        for placeholder in ("THIS_REPO", "NUM_CLASSES"):
+            assert placeholder not in text + card.text
+
+
+def rewrite_weights(directory: Path, change, keep_metadata=True):
+    import safetensors.torch
+    from safetensors import safe_open
+
+    path = directory / "model.safetensors"
+    with safe_open(path, framework="pt") as file:
+        metadata = file.metadata()
+    state = safetensors.torch.load_file(path)
+    change(state)
+    safetensors.torch.save_file(state, path, metadata=metadata if keep_metadata else {"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    "change, keep_metadata, words",
+    [
+        (lambda s: s["stn.head.bias"].__setitem__(0, float("nan")), False, "tensor 'stn.head.bias' holds NaN or infinite"),
+        (lambda s: s.update({"mpn.head.bias": s["mpn.head.bias"].long()}), False, "tensor 'mpn.head.bias' has dtype torch.int64, expected torch.float32"),
+        (lambda s: s["mpn.head.weight"].view(-1).view(torch.int32).__ixor__(1 << 3), True, "differ from the checksum"),
+    ],
+    ids=["nan", "int64", "bit-flip"],
+)
+def test_bad_weights_are_refused_naming_file_and_tensor(tmp_path, change, keep_metadata, words):
+    searched().save_pretrained(tmp_path)
+    rewrite_weights(tmp_path, change, keep_metadata)
+    with pytest.raises(ValueError, match="model.safetensors") as info:
+        TransformMix.from_pretrained(tmp_path, num_classes=5)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("max_linear", float("nan"), "field 'max_linear' expected a finite number, got nan"),
+        ("init_temperature", float("inf"), "field 'init_temperature' expected a finite number"),
+        ("mpn_kernel", "3", "field 'mpn_kernel' expected an integer, got '3'"),
+        ("k", True, "field 'k' expected an integer, got True"),
+        ("balance", 1, "field 'balance' expected true or false"),
+        ("stn_channels", [16, "32"], "field 'stn_channels' expected a list of integers"),
+        ("mode", 3, "field 'mode' expected a string"),
+    ],
+)
+def test_bad_config_values_name_the_field_and_file(tmp_path, field, value, words):
+    searched().save_pretrained(tmp_path)
+    edit_config(tmp_path, lambda c: c.update({field: value}))  # json writes NaN / Infinity literals
+    with pytest.raises(ValueError, match="config.json") as info:
+        TransformMix.from_pretrained(tmp_path, num_classes=5)
+    assert words in str(info.value)
+
+
+def test_bundled_mixer_chosen_by_image_size(tmp_path, monkeypatch):
+    for name, image_size in (("small", 32), ("large", 64)):
+        searched().save_pretrained(tmp_path / name, card_data={"image_size": image_size})
+    searched().save_pretrained(tmp_path / "unlabelled")  # no metadata: its working resolution, 16
+    monkeypatch.setattr(hub, "BUNDLED_DIR", tmp_path)
+    assert [hub.bundled_image_size(n) for n in ("small", "large", "unlabelled")] == [32, 64, 16]
+    assert [hub.choose_bundled(size) for size in (8, 20, 32, 40, 50, 224)] == [
+        "unlabelled", "unlabelled", "small", "small", "large", "large"
+    ]

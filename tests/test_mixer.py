@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from conftest import TinyClassifier, blob_batch
 
 from tmix_aug import MixResult, TransformMix
-from tmix_aug.mixer import MODES, warp
+from tmix_aug.functional import warp
+from tmix_aug.mixer import MODES
 
 
 def gen(seed=0):
@@ -103,7 +104,7 @@ def test_balanced_masks_show_each_input_on_its_lambda_share_of_the_image(k):
 
 
 def test_balanced_softmax_reaches_lambda_and_passes_gradients():
-    from tmix_aug.mixing import balanced_softmax
+    from tmix_aug.functional import balanced_softmax
 
     torch.manual_seed(0)
     logits = (torch.randn(5, 3, 8, 8) * 2).requires_grad_()
@@ -293,9 +294,9 @@ def test_bad_input_is_named(make, error, words, batch):
     "kwargs, words",
     [
         ({"k": 1}, "k: expected an int >= 2"),
-        ({"alpha": 0}, "alpha: expected a number > 0"),
-        ({"prob": 1.5}, "prob: expected a number in [0, 1]"),
-        ({"label_smoothing": 1.0}, "label_smoothing: expected a number in [0, 1)"),
+        ({"alpha": 0}, "alpha: expected a finite number > 0"),
+        ({"prob": 1.5}, "prob: expected a finite number in [0, 1]"),
+        ({"label_smoothing": 1.0}, "label_smoothing: expected a finite number in [0, 1)"),
         ({"mode": "puzzle"}, "mode: expected one of"),
         ({"size": 4}, "size: expected an int >= 8"),
         ({"balance": "yes"}, "balance: expected True or False"),
@@ -311,3 +312,124 @@ def test_bad_arguments_are_named(kwargs, words):
 def test_generator_must_be_on_the_cpu(batch):
     with pytest.raises(TypeError, match="generator: expected a torch.Generator"):
         TransformMix(5).mix(*batch, generator=123)
+
+
+# Pins: each test below fails if the step it names is skipped or broken in the mixer.
+
+
+def rebuild(x, out):
+    """The mix a result describes: warp each input with its theta, weight by its mask, sum over K."""
+    moved = warp(x[out.index], out.thetas)
+    return (moved * out.masks[:, :, None]).sum(1)
+
+
+def test_images_rebuild_from_index_thetas_and_masks_with_moved_inputs():
+    x, y = blob_batch(n=6, size=24)
+    mixer = searched_like(TransformMix(5, size=16))
+    out = mixer.mix(x, y, generator=gen(7))
+    mixed = out.lam[:, 0] < 1
+    identity = torch.eye(2, 3).expand_as(out.thetas)
+    assert (out.thetas[mixed] - identity[mixed]).abs().amax() > 0.05  # the inputs really move
+    torch.testing.assert_close(out.images, rebuild(x, out), atol=1e-5, rtol=1e-5)
+
+
+def shifting_mixer(shift: float, **kwargs) -> TransformMix:
+    """A stn-only mixer whose transformer moves input 1 by ``shift`` (normalised x units), input 0 not."""
+    mixer = TransformMix(2, mode="stn-only", alpha=1000.0, max_translation=1.0, **kwargs)
+    head = mixer.stn.head
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[6 + 4] = math.atanh(shift / mixer.stn.max_translation)  # input 1's x translation
+    return mixer
+
+
+def test_a_known_shift_moves_the_mask_peak_with_the_object():
+    """Masks come from the moved saliency: input 1's mask follows its object to where it was moved."""
+    x = torch.zeros(2, 3, 32, 32)
+    x[0, :, 4:10, 4:10] = 1.0  # sample 0's object, top left
+    x[1, :, 20:26, 4:10] = 1.0  # sample 1's object, bottom left
+    y = torch.tensor([0, 1])
+    brightness = lambda images, targets: images.mean(1)  # noqa: E731
+    # affine_grid maps output to input: output(p) = input(p - 0.5) moves content 0.5 * 16 = 8 px right.
+    out = shifting_mixer(-0.5, saliency=brightness, size=32).mix(x, y, generator=gen(0))
+    partner = out.index[0, 1]
+    assert partner == 1
+    torch.testing.assert_close(out.thetas[0, 1, 0, 2], torch.tensor(-0.5))
+    columns = out.masks[0, 1].sum(0)  # (W,) input 1's mask in sample 0, summed over rows
+    rows = out.masks[0, 1].sum(1)
+    centre_x = float((columns * torch.arange(32)).sum() / columns.sum())
+    centre_y = float((rows * torch.arange(32)).sum() / rows.sum())
+    assert abs(centre_x - (6.5 + 8)) < 2.0, centre_x  # unmoved saliency would leave it at 6.5
+    assert centre_y > 16  # still in the bottom half, where sample 1's object is
+    moved = warp(x[out.index], out.thetas)[0, 1, 0]
+    assert moved[20:26, 12:18].min() > 0.99 and out.masks[0, 1, 20:26, 12:18].min() > 0.5
+
+
+def test_transform_bounds_hold_under_a_huge_head(batch):
+    x, y = batch
+    mixer = TransformMix(5, max_translation=0.3, max_linear=0.2)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(mixer.stn.head.weight, std=1e4)
+    torch.nn.init.normal_(mixer.stn.head.bias, std=1e4)
+    out = mixer.mix(x, y, generator=gen(0))
+    linear, shift = out.thetas[..., :2], out.thetas[..., 2]
+    eye = torch.eye(2)
+    assert (linear - eye).abs().amax() <= 0.2 + 1e-6 and shift.abs().amax() <= 0.3 + 1e-6
+    assert (linear - eye).abs().amax() > 0.19 and shift.abs().amax() > 0.29  # saturated, not zero
+    assert torch.isfinite(out.images).all()
+
+
+def test_the_noise_alone_changes_the_transforms(batch):
+    """Same partners and lambdas, another noise seed: other transforms; the same seed: the same."""
+    from dataclasses import replace
+
+    from tmix_aug.sampling import draw_mix
+
+    x, y = batch
+    mixer = searched_like(TransformMix(5))
+    labels = F.one_hot(y, 5).float()
+    draw = draw_mix(len(x), 2, 1.0, 1.0, x.device, gen(0))
+    a = mixer.mix_images(x, labels, draw)
+    b = mixer.mix_images(x, labels, replace(draw, seed=draw.seed + 1))
+    again = mixer.mix_images(x, labels, draw)
+    assert torch.equal(a.thetas, again.thetas)
+    assert (a.thetas - b.thetas).abs().amax() > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.uint8, torch.int64])
+def test_labels_of_any_integer_dtype(batch, dtype):
+    x, y = batch
+    mixer = TransformMix(5)
+    out = mixer.mix(x, y.to(dtype), generator=gen(0))
+    reference = mixer.mix(x, y, generator=gen(0))
+    assert torch.equal(out.targets, reference.targets) and torch.equal(out.images, reference.images)
+
+
+def test_mixup_enabled_false_turns_mixing_off_like_timm(batch):
+    x, y = batch
+    mixer = searched_like(TransformMix(5, label_smoothing=0.1))
+    mixer.mixup_enabled = False
+    images, targets = mixer(x, y)
+    assert torch.equal(images, x)
+    torch.testing.assert_close(targets, F.one_hot(y, 5).float() * 0.9 + 0.02)
+    mixer.mixup_enabled = True
+    assert not torch.equal(mixer(x, y)[0], x)
+
+
+@pytest.mark.parametrize("name", ["alpha", "init_temperature", "max_translation", "max_linear", "prob", "label_smoothing"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_arguments_are_refused(name, value):
+    with pytest.raises(ValueError, match=f"{name}: expected a finite number"):
+        TransformMix(5, **{name: value})
+
+
+def test_soft_targets_must_sum_to_one(batch):
+    x, _ = batch
+    soft = torch.softmax(torch.randn(len(x), 5), dim=1)
+    TransformMix(5).mix(x, soft)  # sums to 1 up to rounding: accepted
+    TransformMix(5).mix(x, soft.half().float())
+    bad = soft.clone()
+    bad[2] *= 15
+    with pytest.raises(ValueError, match="y: soft target rows must sum to 1.*row 2 sums to 15"):
+        TransformMix(5).mix(x, bad)

@@ -27,3 +27,24 @@ def test_non_editable_install_ships_the_bundled_mixers(tmp_path):
     first, second = done.stdout.splitlines()
     assert first.startswith(str(target))  # the installed copy, not the source tree
     assert second == "2 torch.Size([4, 100])"
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """pyproject lists the packages (for the pretrained/ mapping): a new subpackage must be added there."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.relative_to(ROOT).parts[:-1]) for p in (ROOT / "tmix_aug").rglob("__init__.py")}
+    assert found | {"tmix_aug.pretrained"} == set(config["packages"])
+    assert config["package-dir"]["tmix_aug.pretrained"] == "pretrained"
+
+
+def test_license_and_citation_match_the_project():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    citation = (ROOT / "CITATION.cff").read_text()
+    assert "2403.12429" in citation and "license: Apache-2.0" in citation and f"version: {project['version']}" in citation
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert build == ["setuptools>=77"]  # the SPDX license string needs it

@@ -62,8 +62,14 @@ def _one_hot(labels: list[int], num_classes: int = NUM_CLASSES) -> torch.Tensor:
     return torch.eye(num_classes)[labels]
 
 
+def _small_cam(model: nn.Module, **kwargs) -> ClassActivationMap:
+    """CAM on the tests' small images: the identities under test hold at any map size, so the
+    minimum map size (tested on its own) is lowered to 1."""
+    return ClassActivationMap(model, min_map_size=1, **kwargs)
+
+
 def _cam(model: nn.Module, **kwargs) -> ClassActivationMap:
-    return ClassActivationMap(model, input_size=None, **kwargs)
+    return _small_cam(model, input_size=None, **kwargs)
 
 
 def test_cam_equals_hand_computed_reference_for_a_label(models):
@@ -116,7 +122,7 @@ def test_auto_uses_label_when_class_counts_match_else_prediction(models):
 
 
 def test_targets_are_checked(models):
-    cam = ClassActivationMap(models["timm_resnet18"], class_source="label")
+    cam = _small_cam(models["timm_resnet18"], class_source="label")
     x = _images()
     with pytest.raises(ValueError, match="targets: class_source='label' needs targets over the "
                                          "model's 5 classes, got 7"):
@@ -137,7 +143,7 @@ def test_model_state_is_untouched_by_a_call_in_train_mode(name):
     flags = {n: m.training for n, m in model.named_modules()}
     requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    cam = ClassActivationMap(model)
+    cam = _small_cam(model)
     x = _images(size=48)
     maps = cam(x, _one_hot([0, 1, 2]))
     maps_again = cam(x, _one_hot([0, 1, 2]))
@@ -165,7 +171,7 @@ def test_output_has_no_autograd_graph(models):
     model = models["timm_resnet18"]
     assert all(p.requires_grad for p in model.parameters())
     x = _images().requires_grad_(True)
-    maps = ClassActivationMap(model)(x, _one_hot([0, 1, 2]))
+    maps = _small_cam(model)(x, _one_hot([0, 1, 2]))
     assert not maps.requires_grad and maps.grad_fn is None
     spectral = SpectralResidual()(x, None)
     assert not spectral.requires_grad and spectral.grad_fn is None
@@ -175,46 +181,46 @@ def test_unsupported_models_raise_a_helpful_value_error():
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2))
     with pytest.raises(ValueError, match="no forward_features.*supported: timm CNN"):
-        ClassActivationMap(plain)
+        _small_cam(plain)
     with pytest.raises(ValueError, match="MobileNetV3's conv_head.*supported"):
-        ClassActivationMap(timm.create_model("mobilenetv3_small_050", num_classes=NUM_CLASSES))
+        _small_cam(timm.create_model("mobilenetv3_small_050", num_classes=NUM_CLASSES))
     with pytest.raises(ValueError, match="classifier is Identity, expected nn.Linear"):
-        ClassActivationMap(timm.create_model("resnet18", num_classes=0))
+        _small_cam(timm.create_model("resnet18", num_classes=0))
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=NUM_CLASSES)
     with pytest.raises(ValueError, match="expected an NCHW map with 192 channels.*transformers"):
-        ClassActivationMap(vit)(_images(size=32), _one_hot([0, 1, 2]))
+        _small_cam(vit)(_images(size=32), _one_hot([0, 1, 2]))
     max_pool = timm.create_model("resnet18", num_classes=NUM_CLASSES, global_pool="max")
     with pytest.raises(ValueError, match=r"not global average pooling \+ linear"):
         # 64 px gives 2 x 2 features, where max and mean pooling differ
-        ClassActivationMap(max_pool)(_images(size=64), _one_hot([0, 1, 2]))
+        _small_cam(max_pool)(_images(size=64), _one_hot([0, 1, 2]))
     with pytest.raises(TypeError, match="model: expected a classifier nn.Module"):
-        ClassActivationMap("resnet18")
+        _small_cam("resnet18")
 
 
 def test_constructor_and_call_argument_errors(models):
     model = models["timm_resnet18"]
     with pytest.raises(ValueError, match="class_source: expected one of"):
-        ClassActivationMap(model, class_source="labels")
+        _small_cam(model, class_source="labels")
     with pytest.raises(ValueError, match="input_size: expected an int >= 1"):
-        ClassActivationMap(model, input_size=0)
+        _small_cam(model, input_size=0)
     with pytest.raises(ValueError, match="std: expected positive"):
-        ClassActivationMap(model, std=(1.0, 0.0, 1.0))
+        _small_cam(model, std=(1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="mean, std: expected the same length"):
-        ClassActivationMap(model, mean=(0.5, 0.5, 0.5), std=(0.2,))
+        _small_cam(model, mean=(0.5, 0.5, 0.5), std=(0.2,))
     with pytest.raises(ValueError, match="mean: has 3 values for 1-channel images"):
-        ClassActivationMap(model, mean=(0.5, 0.5, 0.5))(_images(channels=1), None)
+        _small_cam(model, mean=(0.5, 0.5, 0.5))(_images(channels=1), None)
     with pytest.raises(TypeError, match="images: expected a floating-point tensor"):
-        ClassActivationMap(model)(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), None)
+        _small_cam(model)(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), None)
 
 
 def test_input_size_downsizes_the_pass(models):
     model = models["timm_resnet18"]
     x = _images(n=2, size=128)
-    assert ClassActivationMap(model, input_size=None)(x, None).shape == (2, 4, 4)
-    assert ClassActivationMap(model, input_size=64)(x, None).shape == (2, 2, 2)
-    assert ClassActivationMap(model, input_size=256)(x, None).shape == (2, 4, 4)
+    assert _small_cam(model, input_size=None)(x, None).shape == (2, 4, 4)
+    assert _small_cam(model, input_size=64)(x, None).shape == (2, 2, 2)
+    assert _small_cam(model, input_size=256)(x, None).shape == (2, 4, 4)
     wide = torch.randn(2, 3, 64, 128)
-    assert ClassActivationMap(model, input_size=64)(wide, None).shape == (2, 1, 2)
+    assert _small_cam(model, input_size=64)(wide, None).shape == (2, 1, 2)
 
 
 def test_mean_std_normalise_before_the_model(models):
@@ -264,7 +270,7 @@ def test_spectral_residual_accepts_low_precision_and_any_size():
     assert torch.isfinite(SpectralResidual()(torch.zeros(1, 3, 16, 16))).all()
     with pytest.raises(ValueError, match="size: expected an int >= 2"):
         SpectralResidual(size=1)
-    with pytest.raises(ValueError, match="blur_sigma: expected a number >= 0"):
+    with pytest.raises(ValueError, match="blur_sigma: expected a finite number >= 0"):
         SpectralResidual(blur_sigma=-1.0)
 
 
@@ -324,3 +330,94 @@ def test_spectral_residual_peaks_on_the_object_not_the_corners():
         on_border = int(((rows == 0) | (rows == 63) | (cols == 0) | (cols == 63)).sum())
         assert on_object >= on_object_at_least and on_border >= on_border_at_least, (margin, on_object, on_border)
     assert on_border == 0  # with the margin, no peak on the border
+
+
+def test_cam_looks_through_a_distributed_data_parallel_wrapper(models, tmp_path):
+    """World size 1 in this process, gloo: the wrapped model gives the plain model's maps."""
+    import torch.distributed as dist
+
+    model = models["timm_resnet18"]
+    x, targets = _images(), _one_hot([0, 1, 2])
+    plain = _cam(model)(x, targets)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = nn.parallel.DistributedDataParallel(model)
+        torch.testing.assert_close(_cam(wrapped)(x, targets), plain, rtol=0, atol=0)
+        assert wrapped.module is model
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cam_looks_through_a_torch_compile_wrapper(models):
+    """The maps come from the model inside the wrapper (``_orig_mod``), so nothing is compiled:
+    the compiled forward is never run, and a torchvision ResNet is still recognised."""
+    for name in ("torchvision_resnet18", "timm_resnet18"):
+        model = models[name]
+        compiled = torch.compile(model)
+        assert compiled._orig_mod is model
+        x, targets = _images(), _one_hot([0, 1, 2])
+        torch.testing.assert_close(_cam(compiled)(x, targets), _cam(model)(x, targets), rtol=0, atol=0)
+
+
+class PooledFeatures(nn.Module):
+    """A CAM-able classifier whose last feature map is 1x1 (stride = image size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, NUM_CLASSES)
+
+    def forward_features(self, x):
+        return self.conv(x).mean((2, 3), keepdim=True)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return self.fc(x.mean((2, 3)))
+
+    def get_classifier(self):
+        return self.fc
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+class Stride16(PooledFeatures):
+    """A CAM-able classifier with output stride 16."""
+
+    def forward_features(self, x):
+        return F.avg_pool2d(self.conv(x), 16)
+
+
+def test_a_cam_below_the_minimum_map_size_raises_with_the_fixes():
+    from tmix_aug import TransformMix
+    from tmix_aug.saliency import MIN_MAP_SIZE
+
+    x, targets = _images(size=32), _one_hot([0, 1, 2])
+    with pytest.raises(ValueError) as info:
+        ClassActivationMap(PooledFeatures())(x, targets)
+    message = str(info.value)
+    for words in ("1x1 cells for 32x32 images", f"minimum of {MIN_MAP_SIZE}x{MIN_MAP_SIZE}", "upscale=True",
+                  "output_stride", "saliency='spectral'", "teacher"):
+        assert words in message, words
+    with pytest.raises(ValueError, match="1x1 cells"):  # through a mixer, at its first mix
+        TransformMix(NUM_CLASSES, saliency=PooledFeatures()).mix(x, torch.tensor([0, 1, 2]))
+    # The named fix works: a stride-16 model gives 2x2 maps at 32 px, 4x4 on the upsized pass.
+    with pytest.raises(ValueError, match="2x2 cells for 32x32 images.*input_size=64, upscale=True"):
+        ClassActivationMap(Stride16())(x, targets)
+    assert ClassActivationMap(Stride16(), input_size=64, upscale=True)(x, targets).shape == (3, 4, 4)
+    assert ClassActivationMap(PooledFeatures(), min_map_size=1)(x, targets).shape == (3, 1, 1)
+    with pytest.raises(ValueError, match="upscale: needs an input_size"):
+        ClassActivationMap(Stride16(), input_size=None, upscale=True)
+
+
+def test_saliency_source_is_a_visible_holder_not_a_submodule(models):
+    from tmix_aug import TransformMix
+    from tmix_aug.saliency import SaliencySource
+
+    model = models["timm_resnet18"]
+    mixer = TransformMix(NUM_CLASSES, saliency=model)
+    assert isinstance(mixer.saliency, SaliencySource) and mixer.saliency.size == mixer.size
+    assert isinstance(mixer.saliency.fn, ClassActivationMap) and mixer.saliency.fn.model is model
+    assert "saliency" not in dict(mixer.named_children())
+    assert not any(name.startswith("saliency") for name in mixer.state_dict())
+    maps = SaliencySource("spectral", 8)(_images(size=32), _one_hot([0, 1, 2]))
+    assert maps.shape == (3, 8, 8) and maps.min() >= 0 and maps.max() <= 1

@@ -34,3 +34,18 @@ def test_prob_and_reproducibility():
 def test_a_batch_of_one_is_not_mixed():
     draw = draw_mix(1, 2, 1.0, 1.0, "cpu")
     assert not draw.mixed.any() and draw.lam.tolist() == [[1.0, 0.0]]
+
+
+def test_stream_seed_is_one_helper_for_every_stream():
+    from tmix_aug import stream_seed
+
+    assert stream_seed(0, 1, 2) == stream_seed(0, 1, 2)
+    seeds = {stream_seed(0, rank, epoch) for rank in range(3) for epoch in range(3)}
+    assert len(seeds) == 9 and all(0 <= s < 2**63 for s in seeds)
+    assert all(0 <= stream_seed(5, e, bits=32) < 2**32 for e in range(5))
+    # 32 bits are the top bits of the 63-bit seed: one derivation, two sizes.
+    assert stream_seed(5, 1, bits=32) == stream_seed(5, 1) >> 31
+    with pytest.raises(ValueError, match="keys: expected one or more non-negative ints"):
+        stream_seed(-1)
+    with pytest.raises(ValueError, match="bits: expected an int from 1 to 64"):
+        stream_seed(1, bits=65)

@@ -14,7 +14,9 @@ from torchvision.transforms import v2
 import tmix_aug  # noqa: F401  (registers cifar_resnet20 with timm)
 from tmix_aug import TransformMix
 from tmix_aug.search import SearchConfig, SearchObjective, search
-from tmix_aug.search.loop import kept_record
+from tmix_aug.atomic import sha256_file
+from tmix_aug.search.checkpoint import SearchCheckpoint
+from tmix_aug.search.selection import kept_record
 from tmix_aug.synthetic import SyntheticObjects
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -87,11 +89,15 @@ def test_search_writes_a_loadable_mixer_with_its_curve(tmp_path):
     loaded = TransformMix.from_pretrained(run, num_classes=4)
     for key, value in learned.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value.cpu()), key
-    latest = safetensors.torch.load_file(run / "checkpoint" / "mixer.safetensors")
+    unit = SearchCheckpoint(run).load()
+    latest = unit.mixer
     assert latest["mpn.head.weight"].abs().sum() > 0  # the search learned something
     # The output is the epoch that ranks first, not simply the last one.
     kept = kept_record(records, calibrated=True)["epoch"]
-    assert json.loads((run / "checkpoint" / "state.json").read_text())["best_epoch"] == kept
+    assert unit.state["best_epoch"] == kept and unit.state["epoch"] == 2
+    for key, value in unit.kept.items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert f"model.safetensors SHA-256 `{sha256_file(run / 'model.safetensors')}`" in card
     if kept == 0:
         assert learned.mpn.head.weight.abs().sum() == 0  # the unsearched start
     elif kept == 2:
@@ -140,7 +146,7 @@ def test_cli_under_torchrun_with_two_cpu_processes(tmp_path):
     teacher = timm.create_model("cifar_resnet20", num_classes=4)
     safetensors.torch.save_file(teacher.state_dict(), tmp_path / "teacher.safetensors")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "tmix_aug.search",
         "--data-dir", str(tmp_path / "data"), "--teacher", "cifar_resnet20",
         "--teacher-checkpoint", str(tmp_path / "teacher.safetensors"), "--output", str(tmp_path / "out"),

@@ -34,6 +34,9 @@ FAST = [
     "1",
 ]
 SYNTHETIC = ["--dataset", "synthetic", "--synthetic-samples", "32", "--synthetic-classes", "4"]
+# A one-block ViT on the same 16 px images, for TransMix.
+VIT = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "img_size=16", "patch_size=8", "depth=1"]
+VIT += ["--img-size", "16", "-b", "8", "-j", "0", "--warmup-epochs", "0", "--no-progress", "--opt", "adamw", "--lr", "1e-3"]
 
 
 def read_csv(path) -> list[dict[str, str]]:
@@ -164,39 +167,8 @@ def test_saliency_from_a_teacher_checkpoint(tmp_path):
 
 def test_transmix_on_a_vision_transformer(tmp_path):
     run_main(
-        SYNTHETIC
-        + [
-            "--model",
-            "vit_tiny_patch16_224",
-            "--model-kwargs",
-            "img_size=16",
-            "patch_size=8",
-            "depth=1",
-            "--img-size",
-            "16",
-            "-b",
-            "8",
-            "-j",
-            "0",
-            "--warmup-epochs",
-            "0",
-            "--no-progress",
-            "--opt",
-            "adamw",
-            "--lr",
-            "1e-3",
-            "--epochs",
-            1,
-            "--mixer",
-            "cutmix",
-            "--transmix",
-            "--mix-grid",
-            "",
-            "--output",
-            tmp_path,
-            "--experiment",
-            "vit",
-        ]
+        SYNTHETIC + VIT + ["--epochs", 1, "--mixer", "cutmix", "--transmix", "--mix-grid", ""]
+        + ["--output", tmp_path, "--experiment", "vit"]
     )
     assert len(read_csv(tmp_path / "vit" / "summary.csv")) == 1
     assert not (tmp_path / "vit" / "mix.png").exists()
@@ -205,7 +177,8 @@ def test_transmix_on_a_vision_transformer(tmp_path):
 BAD_INPUT = [
     (["--mixer", "puzzlemix"], "argument --mixer: invalid choice: 'puzzlemix'"),
     (["--mixer", "transformmix", "--mixer-path", "no/such-mixer-here"], "no/such-mixer-here"),
-    (["--mixer", "transformmix"], "--mixer-path: --mixer transformmix needs searched weights"),
+    (["--mixer", "transformmix", "--mixer-mode", "bogus"], "--mixer-mode: without --mixer-path only saliency-softmax"),
+    (["--grad-accum-steps", "2"], "--grad-accum-steps: not supported by tmix-train"),
     (
         ["--mixer", "mixup", "--mixer-path", "x"],
         "--mixer-path: only --mixer transformmix loads weights",
@@ -307,7 +280,8 @@ def test_two_cpu_processes_with_torchrun(tmp_path):
     rows = read_csv(tmp_path / "out" / "ddp" / "summary.csv")
     assert [r["epoch"] for r in rows] == ["0", "1"]
     # 16 images over 2 processes of batch 4: 2 steps per process per epoch.
-    assert done.stdout.count("epoch 0:") == 1 and done.stdout.count("2 process(es) on cpu") == 1
+    log = done.stdout + done.stderr  # timm's console logging
+    assert log.count("epoch 0:") == 1 and log.count("2 process(es) on cpu") == 1
     assert (tmp_path / "out" / "ddp" / "mix.png").is_file()
 
 
@@ -397,3 +371,70 @@ def test_plain_pytorch_loop_example_trains(capsys):
     )
     loss = float(capsys.readouterr().out.strip().split()[-1])
     assert 0 < loss < 10
+
+
+def record_mixes(monkeypatch):
+    """Record, per training epoch, every (images in, MixResult out) of any mixer in the run."""
+    from tmix_aug.mixing import BatchMixer
+
+    epochs: list[list] = []
+    real_mix, real_epoch = BatchMixer.mix, train.train_one_epoch
+
+    def mix(self, x, y, generator=None):
+        result = real_mix(self, x, y, generator=generator)
+        epochs[-1].append((x.clone(), y.clone(), result))
+        return result
+
+    def one_epoch(*args, **kwargs):
+        epochs.append([])
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(BatchMixer, "mix", mix)
+    monkeypatch.setattr(train, "train_one_epoch", one_epoch)
+    return epochs
+
+
+def test_an_epoch_at_or_past_the_mixer_off_epoch_is_unmixed(tmp_path, monkeypatch):
+    epochs = record_mixes(monkeypatch)
+    run_main(
+        SYNTHETIC
+        + FAST
+        + ["--epochs", 3, "--mixer", "cutmix", "--mixer-off-epoch", 1, "--smoothing", 0]
+        + ["--mix-grid", "", "--output", tmp_path, "--experiment", "run"]
+    )
+    assert len(epochs) == 3 and all(epochs)
+    assert any(bool((result.lam[:, 0] < 1).any()) for _, _, result in epochs[0])
+    for epoch in epochs[1:]:
+        for x, y, result in epoch:
+            assert torch.equal(result.images, x)
+            assert torch.equal(result.targets, torch.nn.functional.one_hot(y, 4).float())
+
+
+def test_transmix_relabels_every_step(tmp_path, monkeypatch):
+    """With --transmix, the loss of every step is computed on the attention-weighted targets."""
+    from timm.loss import SoftTargetCrossEntropy
+
+    from tmix_aug.transmix import TransMixLabels
+
+    relabelled, used = [], []
+    real_relabel, real_loss = TransMixLabels.relabel, SoftTargetCrossEntropy.forward
+
+    def relabel(self, result):
+        targets = real_relabel(self, result)
+        relabelled.append((targets.clone(), result.targets.clone()))
+        return targets
+
+    def loss(self, x, target):
+        used.append(target.detach().clone())
+        return real_loss(self, x, target)
+
+    monkeypatch.setattr(TransMixLabels, "relabel", relabel)
+    monkeypatch.setattr(SoftTargetCrossEntropy, "forward", loss)
+    run_main(
+        SYNTHETIC + VIT + ["--epochs", 2, "--mixer", "cutmix", "--transmix", "--mix-grid", ""]
+        + ["--output", tmp_path, "--experiment", "vit"]
+    )
+    assert len(relabelled) == len(used) == 2 * 4  # 32 images, batch 8, 2 epochs
+    for (targets, area_targets), target in zip(relabelled, used):
+        assert torch.equal(target, targets)
+    assert any(not torch.allclose(t, a) for t, a in relabelled)  # attention is not the area

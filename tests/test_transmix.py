@@ -8,7 +8,8 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from tmix_aug.result import MixResult, mix_labels, smooth_labels
+from tmix_aug.functional import mix_labels, smooth_labels
+from tmix_aug.result import MixResult
 from tmix_aug.transmix import TransMixLabels
 
 NUM_CLASSES = 10

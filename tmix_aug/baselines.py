@@ -1,5 +1,5 @@
 """Baseline mixers (Mixup, CutMix, their timm-style switch, ResizeMix, SaliencyMix) in the
-TransformMix API, and ``create_mixer``, which maps a method name to a mixer.
+TransformMix API, registered by name (see ``tmix_aug.registry``).
 
 Every mixer here is a ``BatchMixer``: ``x, y = mixer(x, y)`` like timm's ``Mixup`` and
 ``mixer.mix(x, y)`` returning a ``MixResult`` whose masks and thetas describe the mix
@@ -14,21 +14,14 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .mixing import BatchMixer, MixedImages, UsesSaliency, blend, identity_thetas, keep_unmixed
+from .checks import check_choice, check_int, check_number, check_probability
+from .functional import blend, box_masks, box_thetas, centred_boxes, identity_thetas, keep_unmixed, warp
+from .mixing import BatchMixer, MixedImages
+from .registry import register_mixer
+from .saliency import SaliencySource
 from .sampling import MixDraw
-
-MIXER_NAMES = (
-    "none",
-    "mixup",
-    "cutmix",
-    "mixup-cutmix",
-    "resizemix",
-    "saliencymix",
-    "transformmix",
-)
 
 
 def _no_saliency(n: int, k: int, device: torch.device) -> Tensor:
@@ -42,57 +35,10 @@ def _host_uniform(seed: int, shape: tuple[int, ...], device: torch.device) -> Te
     return torch.from_numpy(values).to(device, non_blocking=True)
 
 
-def box_masks(
-    top: Tensor, bottom: Tensor, left: Tensor, right: Tensor, size: tuple[int, int]
-) -> Tensor:
-    """Boolean masks of one axis-aligned box per sample, built by comparing coordinate grids.
-
-    Args:
-        top, bottom, left, right: (N,) int64 pixel bounds; rows top..bottom-1 and columns
-            left..right-1 are inside.
-        size: (H, W) of the masks.
-
-    Returns:
-        (N, H, W) bool, True inside each sample's box.
-    """
-    rows = torch.arange(size[0], device=top.device)
-    cols = torch.arange(size[1], device=top.device)
-    in_rows = (rows >= top[:, None]) & (rows < bottom[:, None])
-    in_cols = (cols >= left[:, None]) & (cols < right[:, None])
-    return in_rows[:, :, None] & in_cols[:, None, :]
-
-
 def box_masks_to_masks(box: Tensor, mixed: Tensor) -> Tensor:
     """(N, H, W) bool partner boxes to (N, 2, H, W) float masks; unmixed samples show themselves."""
     inside = box.float()
     return keep_unmixed(torch.stack([1.0 - inside, inside], dim=1), mixed)
-
-
-def centred_boxes(
-    area: Tensor, centre_y: Tensor, centre_x: Tensor, size: tuple[int, int]
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """CutMix boxes: sides sqrt(area) of the image's, around a centre, clipped to the image.
-
-    Args:
-        area: (N,) float share of the image the unclipped box covers, in [0, 1].
-        centre_y, centre_x: (N,) int64 pixel centre of each box.
-        size: (H, W) of the images.
-
-    Returns:
-        top, bottom, left, right: (N,) int64 clipped bounds (see ``box_masks``).
-    """
-    height, width = size
-    side = area.float().clamp(0, 1).sqrt()
-    box_h = (height * side).floor().long()
-    box_w = (width * side).floor().long()
-    top = centre_y - box_h // 2
-    left = centre_x - box_w // 2
-    return (
-        top.clamp(0, height),
-        (top + box_h).clamp(0, height),
-        left.clamp(0, width),
-        (left + box_w).clamp(0, width),
-    )
 
 
 def _paste(x: Tensor, draw: MixDraw, box: Tensor, partner: Tensor | None = None) -> MixedImages:
@@ -133,6 +79,7 @@ class _TwoInputMixer(BatchMixer):
         super().__init__(num_classes, k=k, **kwargs)
 
 
+@register_mixer("none")
 class NoMix(BatchMixer):
     """No mixing: every sample keeps its image and its (smoothed) target.
 
@@ -164,6 +111,7 @@ class NoMix(BatchMixer):
         )
 
 
+@register_mixer("mixup")
 class Mixup(BatchMixer):
     """Mixup (Zhang et al. 2018), K-way: ``sum_k lam_k * x[index_k]`` with per-sample weights.
 
@@ -186,6 +134,7 @@ class Mixup(BatchMixer):
         )
 
 
+@register_mixer("cutmix")
 class CutMix(_TwoInputMixer):
     """CutMix (Yun et al. 2019): paste a box of the partner, of area share lam_1, at a random
     centre; boxes are clipped at the border and the label weights follow the pasted area.
@@ -216,6 +165,7 @@ def random_boxes(area: Tensor, size: tuple[int, int], seed: int) -> Tensor:
     return box_masks(*centred_boxes(area, centre_y, centre_x, size), size)
 
 
+@register_mixer("mixup-cutmix")
 class MixupCutMix(_TwoInputMixer):
     """timm's Mixup/CutMix switch: each batch (``mode="batch"``) or each sample
     (``mode="elem"``) is mixed with CutMix with probability ``switch_prob``, else with Mixup.
@@ -232,11 +182,8 @@ class MixupCutMix(_TwoInputMixer):
         self, num_classes: int, *, switch_prob: float = 0.5, mode: str = "batch", **kwargs: Any
     ) -> None:
         super().__init__(num_classes, **kwargs)
-        if not isinstance(switch_prob, (int, float)) or not 0.0 <= switch_prob <= 1.0:
-            raise ValueError(f"switch_prob: expected a number in [0, 1], got {switch_prob!r}")
-        if mode not in ("batch", "elem"):
-            raise ValueError(f"mode: expected 'batch' or 'elem', got {mode!r}")
-        self.switch_prob = float(switch_prob)
+        self.switch_prob = check_probability("switch_prob", switch_prob)
+        check_choice("mode", mode, ("batch", "elem"))
         self.mode = mode
 
     def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
@@ -264,6 +211,7 @@ class MixupCutMix(_TwoInputMixer):
         return f"{super().extra_repr()}, switch_prob={self.switch_prob}, mode={self.mode!r}"
 
 
+@register_mixer("resizemix")
 class ResizeMix(_TwoInputMixer):
     """ResizeMix (Qin et al. 2020): shrink the whole partner image into a box at a random
     place; label weights are the box's area share.
@@ -286,16 +234,11 @@ class ResizeMix(_TwoInputMixer):
     ) -> None:
         super().__init__(num_classes, **kwargs)
         if scale is not None:
-            if (
-                not isinstance(scale, (tuple, list))
-                or len(scale) != 2
-                or not all(isinstance(s, (int, float)) for s in scale)
-                or not 0.0 < scale[0] <= scale[1] <= 1.0
-            ):
-                raise ValueError(
-                    f"scale: expected (low, high) with 0 < low <= high <= 1, or None, got {scale!r}"
-                )
-            scale = (float(scale[0]), float(scale[1]))
+            if not isinstance(scale, (tuple, list)) or len(scale) != 2:
+                raise ValueError(f"scale: expected (low, high) with 0 < low <= high <= 1, or None, got {scale!r}")
+            low = check_number("scale[0]", scale[0], low=0.0, high=1.0, low_open=True)
+            high = check_number("scale[1]", scale[1], low=low, high=1.0)
+            scale = (low, high)
         self.scale = scale
 
     def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
@@ -311,27 +254,10 @@ class ResizeMix(_TwoInputMixer):
         top = (u[:, 0] * (height - box_h + 1)).long()
         left = (u[:, 1] * (width - box_w + 1)).long()
         box = box_masks(top, top + box_h, left, left + box_w, (height, width))
-
-        # Output -> input normalised coordinates: the box [top, top + h) maps onto [-1, 1].
-        scale_y = box_h.float() / height
-        scale_x = box_w.float() / width
-        centre_y = (2 * top + box_h).float() / height - 1
-        centre_x = (2 * left + box_w).float() / width - 1
-        zero = torch.zeros_like(scale_x)
-        theta = torch.stack(
-            [
-                torch.stack([1 / scale_x, zero, -centre_x / scale_x], dim=1),
-                torch.stack([zero, 1 / scale_y, -centre_y / scale_y], dim=1),
-            ],
-            dim=1,
-        )
+        theta = box_thetas(top, left, box_h, box_w, (height, width))
         thetas = identity_thetas(n, 2, x.device)
         thetas[:, 1] = torch.where(draw.mixed[:, None, None], theta, thetas[:, 1])
-        grid = F.affine_grid(thetas[:, 1], [n, x.shape[1], height, width], align_corners=False)
-        partner = x[draw.index[:, 1]]
-        resized = F.grid_sample(
-            partner.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )
+        resized = warp(x[draw.index[:, 1:]], thetas[:, 1:])[:, 0]
         parts = _paste(x, draw, box, resized.to(x.dtype))
         parts.thetas = thetas
         return parts
@@ -340,7 +266,8 @@ class ResizeMix(_TwoInputMixer):
         return f"{super().extra_repr()}, scale={self.scale}"
 
 
-class SaliencyMix(UsesSaliency, _TwoInputMixer):
+@register_mixer("saliencymix")
+class SaliencyMix(_TwoInputMixer):
     """SaliencyMix (Uddin et al. 2021): paste a box of the partner centred on the partner's
     most salient point, at the same place in the sample; box area share lam_1 as in CutMix,
     clipped at the border, label weights from the pasted area.
@@ -364,17 +291,13 @@ class SaliencyMix(UsesSaliency, _TwoInputMixer):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, **kwargs)
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(
-                f"size: expected a positive int (saliency map resolution), got {size!r}"
-            )
-        self.saliency = saliency
-        self.size = size
+        self.size = check_int("size", size, 1)
+        self.saliency = SaliencySource(saliency, size)  # a plain holder: the model in it is not owned
 
     def mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
         """Paste a box around each partner's saliency peak (see ``BatchMixer.mix_images``)."""
         height, width = x.shape[2], x.shape[3]
-        saliency = self.saliency_maps(x, labels)[draw.index]
+        saliency = self.saliency(x, labels)[draw.index]
         peak = saliency[:, 1].flatten(1).argmax(dim=1)
         centre_y = ((peak // self.size).float() + 0.5) * height / self.size
         centre_x = ((peak % self.size).float() + 0.5) * width / self.size
@@ -388,44 +311,3 @@ class SaliencyMix(UsesSaliency, _TwoInputMixer):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, size={self.size}"
-
-
-def create_mixer(
-    name: str, num_classes: int, *, path: str | None = None, **kwargs: Any
-) -> BatchMixer:
-    """Build a mixer from its command-line name.
-
-    Args:
-        name: one of ``MIXER_NAMES``: "none", "mixup", "cutmix", "mixup-cutmix",
-            "resizemix", "saliencymix", "transformmix".
-        num_classes: number of classes of the targets.
-        path: for "transformmix", a bundled mixer name, a local directory or a Hub repo id
-            passed to ``TransformMix.from_pretrained``; None builds an untrained
-            TransformMix (identity transforms). Must be None for the other methods.
-        **kwargs: keyword arguments of the mixer's class (k, alpha, label_smoothing, prob,
-            saliency, mode, ...); "none" takes only label_smoothing and check_inputs.
-
-    Returns:
-        The mixer, an ``nn.Module`` (move it with ``.to(device)``).
-    """
-    if name not in MIXER_NAMES:
-        raise ValueError(f"name: unknown mixer {name!r}; expected one of {', '.join(MIXER_NAMES)}")
-    if path is not None and name != "transformmix":
-        raise ValueError(
-            f"path: only the 'transformmix' mixer loads weights, got path={path!r} for {name!r}"
-        )
-    if name == "transformmix":
-        from .mixer import TransformMix  # the learned mixer builds on this module's siblings
-
-        if path is None:
-            return TransformMix(num_classes, **kwargs)
-        return TransformMix.from_pretrained(path, num_classes=num_classes, **kwargs)
-    classes: dict[str, type[BatchMixer]] = {
-        "none": NoMix,
-        "mixup": Mixup,
-        "cutmix": CutMix,
-        "mixup-cutmix": MixupCutMix,
-        "resizemix": ResizeMix,
-        "saliencymix": SaliencyMix,
-    }
-    return classes[name](num_classes, **kwargs)

@@ -146,7 +146,8 @@ def create_transfer_dataset(
 def _split_folder(root: str, split: str) -> str:
     """The sub-folder of an image-folder root that holds ``split`` (timm's synonyms allowed).
 
-    A root without split folders is itself the training data; an evaluation split must exist.
+    A root without any split folder is itself the training data; any other split must exist
+    (a root with split folders is never read as one class per split).
     """
     synonyms = (
         TRAIN_SPLITS if split in TRAIN_SPLITS else EVAL_SPLITS if split in EVAL_SPLITS else ()
@@ -156,9 +157,10 @@ def _split_folder(root: str, split: str) -> str:
         path = os.path.join(root, candidate)
         if os.path.isdir(path):
             return path
-    if split in TRAIN_SPLITS:
-        return root
     found = sorted(entry for entry in os.listdir(root) if os.path.isdir(os.path.join(root, entry)))
+    split_folders = [name for name in found if name in TRAIN_SPLITS + EVAL_SPLITS + ("test",)]
+    if split in TRAIN_SPLITS and not split_folders:
+        return root
     raise ValueError(
         f"split: no folder for split {split!r} in {root} (looked for {', '.join(candidates)}; found "
         f"{', '.join(found) or 'no folders'}); pass the folder's name as the split"
@@ -221,7 +223,7 @@ def create_image_dataset(
         if root is None:
             raise ValueError("data_dir: an image folder dataset needs --data-dir")
         return create_dataset(
-            "", root=_split_folder(os.fspath(root), split), split=split, search_split=False
+            "", root=_split_folder(os.fspath(root), split), split=split, search_split=False, **timm_kwargs
         )
     return create_dataset(
         name,
@@ -243,3 +245,9 @@ def count_classes(dataset: Dataset) -> int | None:
     if class_to_idx:
         return len(class_to_idx)
     return None
+
+
+def check_num_classes(num_classes: int, source: str) -> None:
+    """A classifier needs at least 2 classes; raise ValueError naming ``source`` otherwise."""
+    if num_classes < 2:
+        raise ValueError(f"dataset: {source} has {num_classes} class(es); training or searching a mixer needs at least 2")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from contextlib import nullcontext
 from typing import Any, Sequence
 
@@ -11,8 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hub
-from .mixing import BatchMixer, MixedImages, UsesSaliency, balanced_softmax, blend, identity_thetas, keep_unmixed
+from .checks import check_bool, check_choice, check_int, check_positive
+from .functional import balanced_softmax, blend, identity_thetas, keep_unmixed, warp
+from .mixing import BatchMixer, MixedImages
 from .nets import PADDING_MODES, LocalizationNet, MaskNet
+from .registry import register_mixer
+from .saliency import SaliencySource
 from .sampling import MixDraw, device_generator
 
 MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
@@ -25,26 +28,8 @@ MODES = ("transformmix", "stn-only", "mpn-only", "saliency-softmax")
 """
 
 
-def warp(x: Tensor, thetas: Tensor) -> Tensor:
-    """Apply one affine transform per input, all in one ``grid_sample`` call.
-
-    Pixels that come from outside the image are 0 (ours; for normalised images 0 is the mean
-    colour).
-
-    Args:
-        x: (N, K, C, H, W) the inputs of each mixed image.
-        thetas: (N, K, 2, 3) ``affine_grid`` transforms (output -> input coordinates).
-
-    Returns:
-        (N, K, C, H, W) warped inputs, in the dtype of ``thetas``.
-    """
-    n, k, c, h, w = x.shape
-    flat = x.reshape(n * k, c, h, w).to(thetas.dtype)
-    grid = F.affine_grid(thetas.reshape(n * k, 2, 3), [n * k, c, h, w], align_corners=False)
-    return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view(n, k, c, h, w)
-
-
-class TransformMix(UsesSaliency, BatchMixer):
+@register_mixer("transformmix")
+class TransformMix(BatchMixer, hub.HubMixin):
     """TransformMix (Cheung & Yeung, arXiv 2403.12429) as a batch augmentation layer.
 
     For each sample: pick K - 1 partners and Dirichlet(alpha) label weights lambda; compute
@@ -116,20 +101,21 @@ class TransformMix(UsesSaliency, BatchMixer):
         super().__init__(
             num_classes, k=k, alpha=alpha, label_smoothing=label_smoothing, prob=prob, check_inputs=check_inputs
         )
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-        if not isinstance(balance, bool):
-            raise ValueError(f"balance: expected True or False, got {balance!r}")
-        if not isinstance(size, int) or size < 8:
-            raise ValueError(f"size: expected an int >= 8 (the working resolution S), got {size!r}")
+        check_choice("mode", mode, MODES)
+        check_bool("balance", balance)
+        check_int("size", size, 8)
         if len(stn_channels) != 2:
             raise ValueError(f"stn_channels: expected two channel counts, got {stn_channels!r}")
+        for name, value in (("stn_channels", stn_channels[0]), ("stn_channels", stn_channels[1]),
+                            ("stn_hidden", stn_hidden), ("mpn_channels", mpn_channels), ("mpn_kernel", mpn_kernel)):
+            check_int(name, value, 1)
+        check_int("mpn_layers", mpn_layers, 0)
         if mpn_kernel % 2 != 1:
             raise ValueError(f"mpn_kernel: expected an odd kernel size, got {mpn_kernel!r}")
-        if mpn_padding not in PADDING_MODES:
-            raise ValueError(f"mpn_padding: expected one of {PADDING_MODES}, got {mpn_padding!r}")
-        if not init_temperature > 0:
-            raise ValueError(f"init_temperature: expected a number > 0, got {init_temperature!r}")
+        check_choice("mpn_padding", mpn_padding, PADDING_MODES)
+        for name, value in (("max_translation", max_translation), ("max_linear", max_linear),
+                            ("init_temperature", init_temperature)):
+            check_positive(name, value)
         self.mode = mode
         self.balance = balance
         self.size = size
@@ -166,7 +152,7 @@ class TransformMix(UsesSaliency, BatchMixer):
             else None
         )
         self.log_temperature = nn.Parameter(torch.tensor(math.log(init_temperature)))
-        self.saliency = saliency
+        self.saliency = SaliencySource(saliency, size)  # a plain holder: the model in it is not owned
         self.train(False)
 
     @property
@@ -182,7 +168,7 @@ class TransformMix(UsesSaliency, BatchMixer):
 
     def _mix_images(self, x: Tensor, labels: Tensor, draw: MixDraw) -> MixedImages:
         n, k, s = x.shape[0], self.k, self.size
-        saliency = self.saliency_maps(x, labels)[draw.index]
+        saliency = self.saliency(x, labels)[draw.index]
         lam_planes = draw.lam[:, :, None, None].expand(n, k, s, s)
         if self.stn is not None:
             noise = torch.randn(n, 1, s, s, device=x.device, generator=device_generator(draw.seed, x.device))
@@ -208,68 +194,3 @@ class TransformMix(UsesSaliency, BatchMixer):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode!r}, balance={self.balance}, size={self.size}"
-
-    # Weights: config.json (architecture) + model.safetensors (+ README.md), see hub.py.
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        token: str | bool | None = None,
-        **runtime_options: Any,
-    ) -> "TransformMix":
-        """Load a mixer: a name bundled with the package, a local directory, or a Hub repo id.
-
-        Args:
-            name_or_path: e.g. "cifar10-resnet20", "runs/my-mixer", "user/my-mixer".
-            revision, cache_dir, token: passed to huggingface_hub for Hub repo ids
-                (``HF_HUB_OFFLINE=1`` is honoured).
-            **runtime_options: constructor arguments that are not architecture
-                (num_classes is required; saliency, alpha, label_smoothing, prob, check_inputs).
-
-        Returns:
-            The mixer in eval mode with gradients off for its parameters.
-        """
-        directory = hub.resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
-        architecture = hub.read_config(directory, allowed=hub.ARCHITECTURE_FIELDS)
-        clash = sorted(set(runtime_options) & set(architecture))
-        if clash:
-            raise ValueError(
-                f"{', '.join(clash)}: fixed by the weights in {directory} "
-                f"({', '.join(f'{key}={architecture[key]!r}' for key in clash)}); do not pass it to from_pretrained"
-            )
-        if "num_classes" not in runtime_options:
-            raise TypeError("from_pretrained: num_classes is required (the mixer is independent of the classes)")
-        mixer = cls(**architecture, **runtime_options)
-        hub.load_weights(mixer, directory)
-        mixer.requires_grad_(False)
-        return mixer.eval()
-
-    def save_pretrained(self, directory: str | os.PathLike, *, model_card: str | None = None) -> None:
-        """Write ``config.json`` (architecture), ``model.safetensors`` and ``README.md`` to ``directory``.
-
-        Args:
-            directory: created if missing; files are written to temporary names, then renamed.
-            model_card: markdown body of README.md; a generic card when None.
-        """
-        hub.save(self, directory, self.architecture, model_card=model_card)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload TransformMix mixer",
-        model_card: str | None = None,
-    ) -> str:
-        """Save to a temporary directory and upload it to the Hub repo ``repo_id``.
-
-        Returns:
-            The URL of the commit.
-        """
-        return hub.push(self, repo_id, private=private, token=token, commit_message=commit_message, model_card=model_card)
-

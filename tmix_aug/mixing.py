@@ -1,15 +1,14 @@
-"""What every batch mixer shares: arguments, input checks, random draws, label mixing."""
+"""What every batch mixer shares: arguments, input checks, random draws, label mixing, the on/off switch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from .checks import check_images, check_labels, check_positive, check_probability
-from .result import MixResult, mix_labels, smooth_labels
-from .saliency import create_saliency, resize_and_normalize
+from .checks import check_images, check_int, check_labels, check_number, check_positive, check_probability
+from .functional import mix_labels, smooth_labels
+from .result import MixResult
 from .sampling import MixDraw, check_generator, draw_mix
 
 
@@ -28,34 +27,14 @@ class MixedImages:
     lam: Tensor | None = None
 
 
-def identity_thetas(n: int, k: int, device: torch.device) -> Tensor:
-    """(N, K, 2, 3) float32 identity affine transforms."""
-    eye = torch.eye(2, 3, device=device)
-    return eye.expand(n, k, 2, 3).clone()
-
-
-def blend(x: Tensor, masks: Tensor) -> Tensor:
-    """Per-pixel blend of K inputs.
-
-    Args:
-        x: (N, K, C, H, W) the inputs of each mixed image.
-        masks: (N, K, H, W) weights summing to 1 over K.
-
-    Returns:
-        (N, C, H, W) ``sum_k masks[:, k] * x[:, k]`` in the dtype of ``x``.
-    """
-    masks = masks.to(x.dtype).unsqueeze(2)
-    out = x[:, 0] * masks[:, 0]
-    for slot in range(1, x.shape[1]):  # K is small; a fused multiply-add beats einsum here
-        out = out.addcmul_(x[:, slot], masks[:, slot])
-    return out
-
-
 class BatchMixer(nn.Module):
     """Base of every mixer: ``x, y = mixer(x, y)`` like timm's ``Mixup``, ``mixer.mix`` for details.
 
     Subclasses implement ``mix_images``. Everything else (argument checks, partner and
     lambda draws, label smoothing and mixing, ``prob``) is here, so all mixers agree.
+
+    ``mixer.mixup_enabled = False`` switches mixing off as for timm's ``Mixup``: every sample
+    keeps its image and gets its own (smoothed) one-hot target, from the same random draws.
 
     Args:
         num_classes: number of classes of the targets.
@@ -79,29 +58,22 @@ class BatchMixer(nn.Module):
         check_inputs: bool | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
-        if not isinstance(k, int) or k < 2:
-            raise ValueError(f"k: expected an int >= 2 inputs per mixed image, got {k!r}")
-        check_positive("alpha", alpha)
-        check_probability("prob", prob)
-        if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
+        self.num_classes = check_int("num_classes", num_classes, 1)
+        self.k = check_int("k", k, 2)
+        self.alpha = check_positive("alpha", alpha)
+        self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
+        self.prob = check_probability("prob", prob)
         if check_inputs not in (None, True, False):
             raise TypeError(f"check_inputs: expected None, True or False, got {check_inputs!r}")
-        self.num_classes = num_classes
-        self.k = k
-        self.alpha = float(alpha)
-        self.label_smoothing = float(label_smoothing)
-        self.prob = float(prob)
         self.check_inputs = check_inputs
+        self.mixup_enabled = True  # timm's name for the switch
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Mix a batch.
 
         Args:
             x: (N, C, H, W) float images.
-            y: (N,) int64 class indices or (N, num_classes) float soft targets.
+            y: (N,) integer class indices or (N, num_classes) float soft targets.
 
         Returns:
             images (N, C, H, W) in the dtype of ``x``; targets (N, num_classes) float32,
@@ -117,7 +89,7 @@ class BatchMixer(nn.Module):
 
         Args:
             x: (N, C, H, W) float images.
-            y: (N,) int64 class indices or (N, num_classes) float soft targets.
+            y: (N,) integer class indices or (N, num_classes) float soft targets.
             generator: a CPU ``torch.Generator`` to make the mix reproducible.
         """
         values = self.check_inputs if self.check_inputs is not None else x.device.type == "cpu"
@@ -126,7 +98,8 @@ class BatchMixer(nn.Module):
         check_generator(generator)
         if y.device != x.device:
             raise ValueError(f"y: expected labels on the images' device {x.device}, got {y.device}")
-        draw = draw_mix(x.shape[0], self.k, self.alpha, self.prob, x.device, generator)
+        prob = self.prob if self.mixup_enabled else 0.0
+        draw = draw_mix(x.shape[0], self.k, self.alpha, prob, x.device, generator)
         labels = smooth_labels(y, self.num_classes, self.label_smoothing)
         parts = self.mix_images(x, labels, draw)
         lam = draw.lam if parts.lam is None else parts.lam
@@ -154,95 +127,5 @@ class BatchMixer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, k={self.k}, alpha={self.alpha}, "
-            f"label_smoothing={self.label_smoothing}, prob={self.prob}"
+            f"label_smoothing={self.label_smoothing}, prob={self.prob}, mixup_enabled={self.mixup_enabled}"
         )
-
-
-BALANCE_STEPS = 30
-"""Scaling steps of ``balanced_softmax``: the largest share error after them, on CIFAR-10 CAMs,
-is below 1e-6 at tau >= 0.3, about 5e-4 at tau = 0.1 and 5e-3 at tau = 0.05 (sharper masks
-converge more slowly). A fixed count keeps the step free of host synchronisation."""
-
-
-def balanced_softmax(logits: Tensor, lam: Tensor, steps: int = BALANCE_STEPS) -> Tensor:
-    """Softmax masks over K inputs in which input k covers the share lambda_k of the image.
-
-    Finds one offset per sample and input, ``b`` (N, K), such that the masks
-    ``softmax_k(logits + b)`` average to ``lam`` over the pixels, by Sinkhorn's scaling
-    iterations in log space (``b_k += log lam_k - log share_k``). The offsets do not change
-    which input wins a pixel relative to another pixel, only how much area each one gets, so
-    the masks keep their learned shape while the mixed image shows each input exactly as much
-    as its label weight says, as Mixup and CutMix do. Differentiable through every step.
-
-    Args:
-        logits: (N, K, S, S) mask logits.
-        lam: (N, K) label weights, rows summing to 1.
-        steps: scaling iterations (see ``BALANCE_STEPS``).
-
-    Returns:
-        (N, K, S, S) masks summing to 1 over K, with ``masks.mean((-2, -1)) ~= lam``.
-    """
-    log_lam = lam.to(logits.dtype).clamp_min(1e-12).log()[:, :, None, None]
-    offsets = torch.zeros_like(log_lam)
-    for _ in range(steps):
-        shares = (logits + offsets).softmax(dim=1).mean(dim=(-2, -1), keepdim=True)
-        offsets = offsets + log_lam - shares.clamp_min(1e-12).log()
-    return (logits + offsets).softmax(dim=1)
-
-
-def keep_unmixed(masks: Tensor, mixed: Tensor) -> Tensor:
-    """Give the unmixed samples a mask that shows only their own image.
-
-    Args:
-        masks: (N, K, H, W) float masks.
-        mixed: (N,) bool, which samples are mixed.
-
-    Returns:
-        (N, K, H, W): ``masks`` for mixed samples, [1, 0, ...] everywhere for the others.
-    """
-    own = torch.zeros_like(masks)
-    own[:, 0] = 1.0
-    return torch.where(mixed[:, None, None, None], masks, own)
-
-
-class UsesSaliency:
-    """Mixin for mixers with a ``saliency`` source (see ``tmix_aug.saliency.create_saliency``).
-
-    Mixers using it set ``self.size``, the resolution S of their saliency maps. The source is
-    kept out of nn.Module's registry on purpose: a classifier used for saliency
-    (often the model being trained) must not move, train or save with the mixer.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "saliency":  # nn.Module.__setattr__ would register a model as a submodule
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    @property
-    def saliency(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """The saliency source: ``(images (N,C,H,W), targets (N,num_classes)) -> (N, h, w)``."""
-        return self._saliency
-
-    @saliency.setter
-    def saliency(self, spec: Any) -> None:
-        object.__setattr__(self, "_saliency", create_saliency(spec))
-
-    def saliency_maps(self, x: Tensor, labels: Tensor) -> Tensor:
-        """Saliency of every image at the mixer's resolution ``self.size``.
-
-        Args:
-            x: (N, C, H, W) images.
-            labels: (N, num_classes) soft targets (they pick the CAM class).
-
-        Returns:
-            (N, S, S) float32 in [0, 1], no autograd graph.
-        """
-        with torch.no_grad():
-            maps = self.saliency(x, labels)
-        if maps.ndim != 3 or maps.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"saliency: expected maps of shape ({x.shape[0]}, h, w) from the saliency source, "
-                f"got {tuple(maps.shape)}"
-            )
-        return resize_and_normalize(maps.float(), self.size)

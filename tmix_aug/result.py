@@ -1,9 +1,8 @@
-"""The result of one mix, shared by TransformMix and every baseline, and label mixing."""
+"""The result of one mix, shared by TransformMix and every baseline."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 
@@ -40,37 +39,3 @@ class MixResult:
     def k(self) -> int:
         """Number of inputs per mixed image."""
         return self.index.shape[1]
-
-
-def smooth_labels(y: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
-    """Class indices or soft targets to smoothed soft targets, like timm's ``mixup_target``.
-
-    Args:
-        y: (N,) int64 class indices, or (N, num_classes) float soft targets.
-        num_classes: number of classes.
-        smoothing: label smoothing in [0, 1).
-
-    Returns:
-        (N, num_classes) float32, rows sum to 1 when the soft targets did.
-    """
-    if y.ndim == 1:
-        soft = torch.nn.functional.one_hot(y, num_classes).float()
-    else:
-        soft = y.float()
-    if smoothing:
-        soft = soft * (1.0 - smoothing) + smoothing / num_classes
-    return soft
-
-
-def mix_labels(labels: Tensor, lam: Tensor, index: Tensor) -> Tensor:
-    """Mix per-sample targets with per-slot weights.
-
-    Args:
-        labels: (N, num_classes) each batch element's own target.
-        lam: (N, K) weights, rows sum to 1.
-        index: (N, K) int64 batch element of each slot.
-
-    Returns:
-        (N, num_classes): ``sum_k lam[:, k] * labels[index[:, k]]``.
-    """
-    return torch.einsum("nk,nkc->nc", lam, labels[index])

@@ -1,9 +1,11 @@
 """Train an image classifier with a batch mixer, timm style (``tmix-train``).
 
 Built on timm's public API: datasets and loaders (with the prefetcher), models, optimizers,
-schedulers, EMA, checkpoints and distributed set-up. Flags keep timm train.py's names and
-defaults; the mixer flags are ours. The mixer runs on the device inside the loop, after the
-batch arrives and before autocast, so it works with timm's prefetcher.
+schedulers, EMA, checkpoints and distributed set-up. Every flag of timm's train.py is accepted
+with its name, meaning and default (those not implemented stop the run with the reason), ``-c
+FILE`` reads a YAML config as timm does, and ``--mixup/--cutmix`` run timm's own Mixup; the
+mixer flags are ours. The mixer runs on the device inside the loop, after the batch arrives and
+before autocast, so it works with timm's prefetcher.
 
     tmix-train --dataset synthetic --model cifar_resnet20 --epochs 4 --warmup-epochs 0 --lr 0.1 \\
         -b 64 -j 2 --scale 0.35 1 --mixer transformmix --mixer-path cifar10-resnet20 --mixer-prob 0.5
@@ -11,27 +13,35 @@ batch arrives and before autocast, so it works with timm's prefetcher.
 
 Each epoch appends train loss, eval top-1/top-5, images/s and the mixer's share of the step
 time to ``summary.csv`` and rewrites ``summary.json``; ``last.pth.tar`` and
-``model_best.pth.tar`` are timm checkpoints; ``mix.png`` shows the first mixed batch.
+``model_best.pth.tar`` are timm checkpoints; ``args.yaml`` holds the flags; ``mix.png`` shows
+the first mixed batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib
 import json
+import logging
 import math
 import os
 import sys
 import time
 from contextlib import nullcontext
 from datetime import datetime
+from types import SimpleNamespace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import timm
 import torch
 import torch.distributed as dist
-from timm.data import create_loader, resolve_data_config
-from timm.loss import SoftTargetCrossEntropy
+import yaml
+from timm.data import Mixup, create_loader, resolve_data_config
+from timm.layers import set_fast_norm
+from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 from timm.models import load_checkpoint, resume_checkpoint
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
@@ -39,425 +49,414 @@ from timm.utils import (
     CheckpointSaver,
     ModelEmaV3,
     NativeScaler,
+    AverageMeter,
     ParseKwargs,
     accuracy,
     dispatch_clip_grad,
+    get_outdir,
     distribute_bn,
     init_distributed_device,
+    load_checkpoint_metadata,
     random_seed,
     reduce_tensor,
-    trim_summary,
+    set_jit_fuser,
+    setup_default_logging,
     update_summary,
 )
 from torch import nn
 from tqdm import tqdm
 
+from .atomic import remove_stale_temporaries, write_atomic
 from . import models as _models  # noqa: F401  registers the small-image classifiers with timm
-from .baselines import MIXER_NAMES, NoMix, create_mixer
-from .data import count_classes, create_image_dataset
-from .hub import bundled_names
+from .baselines import NoMix
+from .data import TRANSFER_DATASETS, check_num_classes, count_classes, create_image_dataset
+from .hub import bundled_image_size, choose_bundled
 from .mixing import BatchMixer
+from .registry import create_mixer, list_mixers
+from .teacher import load_teacher
 
+_logger = logging.getLogger("tmix_aug.train")
 SALIENCY_MIXERS = ("saliencymix", "transformmix")
 
 
+def default_workers() -> int:
+    """Loader workers per process: timm's 4, or fewer on a machine with fewer CPU cores."""
+    return min(4, os.cpu_count() or 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line flags: timm train.py's names and defaults, plus the mixer's."""
+    """The command-line flags: every flag of timm's train.py, with timm's names and defaults, plus the mixer's.
+
+    Deviations from timm's defaults: ``--device`` falls back to cpu without CUDA, and
+    ``-j/--workers`` is at most the number of CPU cores. Flags this script does not implement
+    are listed in ``NOT_SUPPORTED``: they parse, and a value other than timm's default stops
+    the run with the reason (``check_args``).
+    """
     parser = argparse.ArgumentParser(
         prog="tmix-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    group = parser.add_argument_group("Dataset")
-    group.add_argument(
-        "data", nargs="?", metavar="DIR", help="path to dataset (same as --data-dir)"
+    parser.add_argument(
+        "-c", "--config", default="", metavar="FILE",
+        help="YAML file of flag defaults (timm's keys, e.g. a run's args.yaml); the command line overrides it",
     )
+    parser.add_argument("data", nargs="?", metavar="DIR", help="path to dataset (same as --data-dir)")
+
+    group = parser.add_argument_group("Dataset")
     group.add_argument("--data-dir", metavar="DIR", help="path to dataset (root dir)")
     group.add_argument(
-        "--dataset",
-        default="",
-        metavar="NAME",
+        "--dataset", default="", metavar="NAME",
         help='"" (image folder, default), "synthetic" (built in, no data needed), "flowers102", '
         '"oxford_iiit_pet", "stanford_cars", "fgvc_aircraft" (torchvision layout), or a timm '
         'dataset name ("torch/cifar10", "hfds/...")',
     )
-    group.add_argument(
-        "--train-split", default="train", metavar="NAME", help="training split (default: train)"
-    )
-    group.add_argument(
-        "--val-split",
-        default="validation",
-        metavar="NAME",
-        help="evaluation split (default: validation)",
-    )
-    group.add_argument(
-        "--dataset-download",
-        action="store_true",
-        help="let timm / torchvision download the dataset",
-    )
-    group.add_argument(
-        "--synthetic-samples",
-        type=int,
-        default=4096,
-        metavar="N",
-        help="size of the synthetic training set; evaluation gets a quarter (default: 4096)",
-    )
-    group.add_argument(
-        "--synthetic-classes",
-        type=int,
-        default=8,
-        metavar="N",
-        help="classes of the synthetic set, 2 to 8 (default: 8)",
-    )
+    group.add_argument("--train-split", default="train", metavar="NAME", help="training split (default: train)")
+    group.add_argument("--val-split", default="validation", metavar="NAME", help="evaluation split (default: validation)")
+    group.add_argument("--train-num-samples", type=int, default=None, metavar="N", help="training samples of an iterable dataset")
+    group.add_argument("--val-num-samples", type=int, default=None, metavar="N", help="evaluation samples of an iterable dataset")
+    group.add_argument("--dataset-download", action="store_true", help="let timm / torchvision download the dataset")
+    group.add_argument("--class-map", default="", metavar="FILE", help="file mapping class names to indices")
+    group.add_argument("--input-img-mode", default=None, metavar="MODE", help="PIL mode the images are converted to")
+    group.add_argument("--input-key", default=None, metavar="KEY", help="image field of a keyed dataset")
+    group.add_argument("--target-key", default=None, metavar="KEY", help="label field of a keyed dataset")
+    group.add_argument("--dataset-trust-remote-code", action="store_true", help="let a Hugging Face dataset run its own code")
+    group.add_argument("--synthetic-samples", type=int, default=4096, metavar="N",
+                       help="size of the synthetic training set; evaluation gets a quarter (default: 4096)")
+    group.add_argument("--synthetic-classes", type=int, default=8, metavar="N",
+                       help="classes of the synthetic set, 2 to 8 (default: 8)")
 
     group = parser.add_argument_group("Model")
-    group.add_argument(
-        "--model", default="resnet50", metavar="NAME", help="timm model (default: resnet50)"
-    )
-    group.add_argument(
-        "--pretrained", action="store_true", help="start from the model's pretrained weights"
-    )
-    group.add_argument(
-        "--pretrained-path",
-        default=None,
-        metavar="FILE",
-        help="load these weights as the pretrained ones (a different classifier is dropped)",
-    )
-    group.add_argument(
-        "--initial-checkpoint",
-        default="",
-        metavar="PATH",
-        help="load this checkpoint (same classes)",
-    )
-    group.add_argument(
-        "--resume",
-        default="",
-        metavar="PATH",
-        help="resume model, optimizer and schedule from a checkpoint",
-    )
-    group.add_argument(
-        "--no-resume-opt", action="store_true", help="do not restore the optimizer when resuming"
-    )
-    group.add_argument(
-        "--num-classes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="classes (default: the dataset's)",
-    )
-    group.add_argument(
-        "--img-size", type=int, default=None, metavar="N", help="image size (default: the model's)"
-    )
-    group.add_argument(
-        "--input-size",
-        type=int,
-        nargs=3,
-        default=None,
-        metavar="N",
-        help="C H W (overrides --img-size)",
-    )
-    group.add_argument(
-        "--crop-pct", type=float, default=None, metavar="PCT", help="evaluation centre crop"
-    )
-    group.add_argument(
-        "--mean", type=float, nargs="+", default=None, metavar="MEAN", help="pixel mean"
-    )
-    group.add_argument(
-        "--std", type=float, nargs="+", default=None, metavar="STD", help="pixel std"
-    )
-    group.add_argument(
-        "--interpolation",
-        default="",
-        metavar="NAME",
-        help="resize interpolation (default: the model's)",
-    )
-    group.add_argument(
-        "-b",
-        "--batch-size",
-        type=int,
-        default=128,
-        metavar="N",
-        help="batch size per process (default: 128)",
-    )
-    group.add_argument(
-        "-vb",
-        "--validation-batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="evaluation batch size",
-    )
-    group.add_argument(
-        "--channels-last", action="store_true", help="use the channels_last memory layout"
-    )
-    group.add_argument(
-        "--drop", type=float, default=0.0, metavar="PCT", help="dropout rate (default: 0)"
-    )
-    group.add_argument(
-        "--drop-path", type=float, default=None, metavar="PCT", help="drop path rate"
-    )
-    group.add_argument(
-        "--model-kwargs",
-        nargs="*",
-        default={},
-        action=ParseKwargs,
-        help="extra create_model arguments, e.g. img_size=32 depth=6",
-    )
+    group.add_argument("--model", default="resnet50", metavar="NAME", help="timm model (default: resnet50)")
+    group.add_argument("--pretrained", action="store_true", help="start from the model's pretrained weights")
+    group.add_argument("--pretrained-path", default=None, metavar="FILE",
+                       help="load these weights as the pretrained ones (a different classifier is dropped)")
+    group.add_argument("--initial-checkpoint", default="", metavar="PATH", help="load this checkpoint (same classes)")
+    group.add_argument("--resume", default="", metavar="PATH", help="resume model, optimizer and schedule from a checkpoint")
+    group.add_argument("--no-resume-opt", action="store_true", help="do not restore the optimizer when resuming")
+    group.add_argument("--num-classes", type=int, default=None, metavar="N", help="classes (default: the dataset's)")
+    group.add_argument("--gp", default=None, metavar="POOL", help="global pooling type (default: the model's)")
+    group.add_argument("--img-size", type=int, default=None, metavar="N", help="image size (default: the model's)")
+    group.add_argument("--in-chans", type=int, default=None, metavar="N", help="input channels (default: 3)")
+    group.add_argument("--input-size", type=int, nargs=3, default=None, metavar="N", help="C H W (overrides --img-size)")
+    group.add_argument("--crop-pct", type=float, default=None, metavar="PCT", help="evaluation centre crop")
+    group.add_argument("--mean", type=float, nargs="+", default=None, metavar="MEAN", help="pixel mean")
+    group.add_argument("--std", type=float, nargs="+", default=None, metavar="STD", help="pixel std")
+    group.add_argument("--interpolation", default="", metavar="NAME", help="resize interpolation (default: the model's)")
+    group.add_argument("-b", "--batch-size", type=int, default=128, metavar="N", help="batch size per process (default: 128)")
+    group.add_argument("-vb", "--validation-batch-size", type=int, default=None, metavar="N", help="evaluation batch size")
+    group.add_argument("--channels-last", action="store_true", help="use the channels_last memory layout")
+    group.add_argument("--fuser", default="", metavar="NAME", help="TorchScript fuser: te, old or nvfuser")
+    group.add_argument("--grad-accum-steps", type=int, default=1, metavar="N", help="batches per optimizer step")
+    group.add_argument("--grad-checkpointing", action="store_true", help="recompute block activations in the backward pass")
+    group.add_argument("--fast-norm", action="store_true", help="timm's fast normalisation layers")
+    group.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs,
+                       help="extra create_model arguments, e.g. img_size=32 depth=6")
+    group.add_argument("--head-init-scale", type=float, default=None, help="multiply the classifier's initial weights")
+    group.add_argument("--head-init-bias", type=float, default=None, help="initial classifier bias")
+    group.add_argument("--torchcompile-mode", default=None, help="torch.compile mode")
+    scripting = group.add_mutually_exclusive_group()
+    scripting.add_argument("--torchscript", action="store_true", help="torch.jit.script the model")
+    scripting.add_argument("--torchcompile", nargs="?", default=None, const="inductor", metavar="BACKEND",
+                           help="torch.compile the model (backend, default inductor)")
+
+    group = parser.add_argument_group("Device")
+    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="device (default: cuda if present, else cpu)")
+    group.add_argument("--amp", action="store_true", help="mixed precision")
+    group.add_argument("--amp-dtype", default="float16", choices=("float16", "bfloat16"))
+    group.add_argument("--model-dtype", default=None, help="model dtype without AMP")
+    group.add_argument("--no-ddp-bb", action="store_true", help="DDP does not broadcast buffers")
+    group.add_argument("--synchronize-step", action="store_true",
+                       help="wait for the device after each step (tmix-train always does on CUDA, to time the mixer)")
+    group.add_argument("--local_rank", type=int, default=0, help="set by older launchers; the rank comes from the environment")
+    group.add_argument("--device-modules", nargs="+", default=None, metavar="MODULE",
+                       help="modules to import for a device backend")
 
     group = parser.add_argument_group("Optimizer")
     group.add_argument("--opt", default="sgd", metavar="NAME", help="optimizer (default: sgd)")
     group.add_argument("--opt-eps", type=float, default=None, metavar="EPS")
     group.add_argument("--opt-betas", type=float, nargs="+", default=None, metavar="BETA")
-    group.add_argument(
-        "--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default: 0.9)"
-    )
-    group.add_argument(
-        "--weight-decay", type=float, default=2e-5, help="weight decay (default: 2e-5)"
-    )
-    group.add_argument(
-        "--clip-grad",
-        type=float,
-        default=None,
-        metavar="NORM",
-        help="gradient clipping (default: off)",
-    )
-    group.add_argument(
-        "--clip-mode", default="norm", help='"norm", "value" or "agc" (default: norm)'
-    )
+    group.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default: 0.9)")
+    group.add_argument("--weight-decay", type=float, default=2e-5, help="weight decay (default: 2e-5)")
+    group.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="gradient clipping (default: off)")
+    group.add_argument("--clip-mode", default="norm", help='"norm", "value" or "agc" (default: norm)')
+    group.add_argument("--layer-decay", type=float, default=None, help="layer-wise learning rate decay")
+    group.add_argument("--layer-decay-min-scale", type=float, default=0, help="lowest layer-wise lr scale")
+    group.add_argument("--layer-decay-no-opt-scale", type=float, default=None, help="layers below this scale are frozen")
+    group.add_argument("--opt-kwargs", nargs="*", default={}, action=ParseKwargs, help="extra optimizer arguments")
 
     group = parser.add_argument_group("Learning rate schedule")
-    group.add_argument(
-        "--sched", default="cosine", metavar="NAME", help="schedule (default: cosine)"
-    )
-    group.add_argument(
-        "--sched-on-updates", action="store_true", help="step the schedule every update"
-    )
-    group.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        metavar="LR",
-        help="learning rate (default: --lr-base scaled by the global batch size)",
-    )
-    group.add_argument(
-        "--lr-base", type=float, default=0.1, metavar="LR", help="base learning rate (default: 0.1)"
-    )
-    group.add_argument(
-        "--lr-base-size",
-        type=int,
-        default=256,
-        metavar="N",
-        help="batch size of --lr-base (default: 256)",
-    )
-    group.add_argument(
-        "--lr-base-scale",
-        default="",
-        metavar="SCALE",
-        help='"linear" or "sqrt" (default: sqrt for adaptive optimizers, else linear)',
-    )
-    group.add_argument(
-        "--warmup-lr",
-        type=float,
-        default=1e-5,
-        metavar="LR",
-        help="warm-up learning rate (default: 1e-5)",
-    )
-    group.add_argument(
-        "--min-lr", type=float, default=0.0, metavar="LR", help="lowest learning rate (default: 0)"
-    )
+    group.add_argument("--sched", default="cosine", metavar="NAME", help="schedule (default: cosine)")
+    group.add_argument("--sched-on-updates", action="store_true", help="step the schedule every update")
+    group.add_argument("--lr", type=float, default=None, metavar="LR",
+                       help="learning rate (default: --lr-base scaled by the global batch size)")
+    group.add_argument("--lr-base", type=float, default=0.1, metavar="LR", help="base learning rate (default: 0.1)")
+    group.add_argument("--lr-base-size", type=int, default=256, metavar="N", help="batch size of --lr-base (default: 256)")
+    group.add_argument("--lr-base-scale", default="", metavar="SCALE",
+                       help='"linear" or "sqrt" (default: sqrt for adaptive optimizers, else linear)')
+    group.add_argument("--lr-noise", type=float, nargs="+", default=None, metavar="PCT", help="lr noise on/off epoch fractions")
+    group.add_argument("--lr-noise-pct", type=float, default=0.67, metavar="PCT")
+    group.add_argument("--lr-noise-std", type=float, default=1.0, metavar="STD")
+    group.add_argument("--lr-cycle-mul", type=float, default=1.0, metavar="MULT")
+    group.add_argument("--lr-cycle-decay", type=float, default=0.5, metavar="MULT")
+    group.add_argument("--lr-cycle-limit", type=int, default=1, metavar="N")
+    group.add_argument("--lr-k-decay", type=float, default=1.0)
+    group.add_argument("--warmup-lr", type=float, default=1e-5, metavar="LR", help="warm-up learning rate (default: 1e-5)")
+    group.add_argument("--min-lr", type=float, default=0, metavar="LR", help="lowest learning rate (default: 0)")
     group.add_argument("--epochs", type=int, default=300, metavar="N", help="epochs (default: 300)")
-    group.add_argument(
-        "--start-epoch", type=int, default=None, metavar="N", help="epoch to start at"
-    )
-    group.add_argument(
-        "--decay-milestones", type=int, nargs="+", default=[90, 180, 270], metavar="N"
-    )
+    group.add_argument("--epoch-repeats", type=float, default=0.0, metavar="N", help="passes over the data per epoch")
+    group.add_argument("--start-epoch", type=int, default=None, metavar="N", help="epoch to start at")
+    group.add_argument("--decay-milestones", type=int, nargs="+", default=[90, 180, 270], metavar="N")
     group.add_argument("--decay-epochs", type=float, default=90, metavar="N")
-    group.add_argument(
-        "--warmup-epochs", type=int, default=5, metavar="N", help="warm-up epochs (default: 5)"
-    )
-    group.add_argument(
-        "--warmup-prefix", action="store_true", help="warm-up before, not inside, the schedule"
-    )
+    group.add_argument("--warmup-epochs", type=int, default=5, metavar="N", help="warm-up epochs (default: 5)")
+    group.add_argument("--warmup-prefix", action="store_true", help="warm-up before, not inside, the schedule")
     group.add_argument("--cooldown-epochs", type=int, default=0, metavar="N")
     group.add_argument("--patience-epochs", type=int, default=10, metavar="N")
     group.add_argument("--decay-rate", "--dr", type=float, default=0.1, metavar="RATE")
 
-    group = parser.add_argument_group("Augmentation")
-    group.add_argument(
-        "--no-aug", action="store_true", help="no per-image augmentation (the mixer still runs)"
-    )
-    group.add_argument(
-        "--scale",
-        type=float,
-        nargs=2,
-        default=[0.08, 1.0],
-        metavar="PCT",
-        help="random resized crop scale",
-    )
-    group.add_argument(
-        "--ratio", type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0], metavar="RATIO"
-    )
+    group = parser.add_argument_group("Augmentation and regularisation")
+    group.add_argument("--no-aug", action="store_true", help="no per-image augmentation (the mixer still runs)")
+    group.add_argument("--train-crop-mode", default=None, help="training crop mode")
+    group.add_argument("--scale", type=float, nargs="+", default=[0.08, 1.0], metavar="PCT", help="random resized crop scale")
+    group.add_argument("--ratio", type=float, nargs="+", default=[3.0 / 4.0, 4.0 / 3.0], metavar="RATIO")
     group.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
     group.add_argument("--vflip", type=float, default=0.0, help="vertical flip probability")
     group.add_argument("--color-jitter", type=float, default=0.4, metavar="PCT")
-    group.add_argument(
-        "--aa", default=None, metavar="NAME", help='auto augment policy, e.g. "rand-m9-mstd0.5"'
-    )
-    group.add_argument(
-        "--reprob", type=float, default=0.0, metavar="PCT", help="random erase probability"
-    )
+    group.add_argument("--color-jitter-prob", type=float, default=None, metavar="PCT")
+    group.add_argument("--grayscale-prob", type=float, default=None, metavar="PCT")
+    group.add_argument("--gaussian-blur-prob", type=float, default=None, metavar="PCT")
+    group.add_argument("--aa", default=None, metavar="NAME", help='auto augment policy, e.g. "rand-m9-mstd0.5"')
+    group.add_argument("--aug-repeats", type=float, default=0, help="repeated augmentation count (distributed)")
+    group.add_argument("--aug-splits", type=int, default=0, help="AugMix splits")
+    group.add_argument("--jsd-loss", action="store_true", help="Jensen-Shannon loss over AugMix splits")
+    group.add_argument("--bce-loss", action="store_true", help="binary cross-entropy on the (mixed) targets")
+    group.add_argument("--bce-sum", action="store_true", help="BCE: sum over classes")
+    group.add_argument("--bce-target-thresh", type=float, default=None, help="BCE: binarise targets at this value")
+    group.add_argument("--bce-pos-weight", type=float, default=None, help="BCE: weight of positive targets")
+    group.add_argument("--reprob", type=float, default=0.0, metavar="PCT", help="random erase probability")
     group.add_argument("--remode", default="pixel", help="random erase mode")
     group.add_argument("--recount", type=int, default=1, help="random erase count")
-    group.add_argument(
-        "--train-interpolation", default="random", help="training resize interpolation"
-    )
-    group.add_argument(
-        "--smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)"
-    )
+    group.add_argument("--resplit", action="store_true", help="no random erasing on the first AugMix split")
+    group.add_argument("--mixup", type=float, default=0.0, help="timm Mixup alpha; on if > 0 (timm's own Mixup class)")
+    group.add_argument("--cutmix", type=float, default=0.0, help="timm CutMix alpha; on if > 0 (timm's own Mixup class)")
+    group.add_argument("--cutmix-minmax", type=float, nargs="+", default=None, help="timm CutMix box size range")
+    group.add_argument("--mixup-prob", "--mixer-prob", dest="mixer_prob", type=float, default=1.0,
+                       help="probability a batch (timm) / a sample (--mixer) is mixed (default: 1)")
+    group.add_argument("--mixup-switch-prob", "--mixer-switch-prob", dest="mixer_switch_prob", type=float, default=0.5,
+                       help="CutMix probability when both mixup and cutmix are on (default: 0.5)")
+    group.add_argument("--mixup-mode", default="batch", choices=("batch", "pair", "elem"),
+                       help="timm Mixup: draw per batch, pair or element")
+    group.add_argument("--mixup-off-epoch", "--mixer-off-epoch", dest="mixer_off_epoch", type=int, default=0,
+                       metavar="N", help="stop mixing from this epoch; 0: never (default)")
+    group.add_argument("--smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)")
+    group.add_argument("--train-interpolation", default="random", help="training resize interpolation")
+    group.add_argument("--drop", type=float, default=0.0, metavar="PCT", help="dropout rate (default: 0)")
+    group.add_argument("--drop-connect", type=float, default=None, metavar="PCT", help="deprecated by timm; use --drop-path")
+    group.add_argument("--drop-path", type=float, default=None, metavar="PCT", help="drop path rate")
+    group.add_argument("--drop-block", type=float, default=None, metavar="PCT", help="drop block rate")
 
-    group = parser.add_argument_group("Mixer")
-    group.add_argument(
-        "--mixer", default="none", choices=MIXER_NAMES, help="batch mixer (default: none)"
-    )
-    group.add_argument(
-        "--mixer-path",
-        default=None,
-        metavar="NAME|DIR|HUB_ID",
-        help="TransformMix weights: a bundled name, a directory or a Hub repo id",
-    )
-    group.add_argument(
-        "--mixer-mode",
-        default=None,
-        metavar="MODE",
-        help="TransformMix mode without weights: saliency-softmax (the paper's ablation)",
-    )
-    group.add_argument(
-        "--mixer-prob", type=float, default=1.0, help="probability a sample is mixed (default: 1)"
-    )
-    group.add_argument(
-        "--mixer-off-epoch",
-        type=int,
-        default=0,
-        metavar="N",
-        help="stop mixing from this epoch (default: never)",
-    )
-    group.add_argument(
-        "--mixer-k", type=int, default=None, metavar="K", help="inputs per mixed image (default: 2)"
-    )
-    group.add_argument(
-        "--mixer-alpha", type=float, default=1.0, help="Dirichlet / Beta concentration (default: 1)"
-    )
-    group.add_argument(
-        "--mixer-switch-prob", type=float, default=0.5, help="mixup-cutmix: CutMix probability"
-    )
-    group.add_argument(
-        "--saliency",
-        default=None,
-        choices=("self", "teacher", "spectral"),
-        help="saliency of saliencymix / transformmix: CAMs of the model being trained, of "
-        "--teacher, or teacher-free spectral residual (default: spectral)",
-    )
-    group.add_argument(
-        "--teacher",
-        default=None,
-        metavar="MODEL",
-        help="timm model giving CAMs for --saliency teacher",
-    )
-    group.add_argument(
-        "--teacher-checkpoint", default=None, metavar="FILE", help="weights of --teacher"
-    )
-    group.add_argument(
-        "--teacher-num-classes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="classes of --teacher's checkpoint",
-    )
-    group.add_argument(
-        "--transmix",
-        action="store_true",
-        help="re-weight mixed labels by the ViT's class-token attention (TransMix)",
-    )
+    group = parser.add_argument_group("BatchNorm")
+    group.add_argument("--bn-momentum", type=float, default=None, help="BatchNorm momentum")
+    group.add_argument("--bn-eps", type=float, default=None, help="BatchNorm epsilon")
+    group.add_argument("--sync-bn", action="store_true", help="synchronised BatchNorm across processes")
+    group.add_argument("--dist-bn", default="reduce", choices=("reduce", "broadcast", ""),
+                       help="share BatchNorm statistics across processes after each epoch")
+    group.add_argument("--split-bn", action="store_true", help="BatchNorm per AugMix split")
 
     group = parser.add_argument_group("EMA")
-    group.add_argument(
-        "--model-ema", action="store_true", help="keep an exponential moving average of the weights"
-    )
+    group.add_argument("--model-ema", action="store_true", help="keep an exponential moving average of the weights")
+    group.add_argument("--model-ema-force-cpu", action="store_true", help="keep the average on the CPU")
     group.add_argument("--model-ema-decay", type=float, default=0.9998)
     group.add_argument("--model-ema-warmup", action="store_true")
 
     group = parser.add_argument_group("Miscellaneous")
     group.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
-    group.add_argument(
-        "--log-interval", type=int, default=50, metavar="N", help="steps between progress updates"
-    )
-    group.add_argument(
-        "--checkpoint-hist",
-        type=int,
-        default=10,
-        metavar="N",
-        help="checkpoints kept (default: 10)",
-    )
-    group.add_argument(
-        "-j",
-        "--workers",
-        type=int,
-        default=4,
-        metavar="N",
-        help="data loading workers (default: 4)",
-    )
-    group.add_argument("--amp", action="store_true", help="mixed precision")
-    group.add_argument("--amp-dtype", default="float16", choices=("float16", "bfloat16"))
+    group.add_argument("--worker-seeding", default="all", help="loader worker seeding (default: all)")
+    group.add_argument("--log-interval", type=int, default=50, metavar="N", help="steps between progress updates")
+    group.add_argument("--val-interval", type=int, default=1, metavar="N", help="epochs between evaluations")
+    group.add_argument("--recovery-interval", type=int, default=0, metavar="N", help="steps between recovery checkpoints")
+    group.add_argument("--checkpoint-hist", type=int, default=10, metavar="N", help="checkpoints kept (default: 10)")
+    group.add_argument("-j", "--workers", type=int, default=default_workers(), metavar="N",
+                       help=f"data loading workers per process (default: min(4, CPU cores) = {default_workers()})")
+    group.add_argument("--save-images", action="store_true", help="save input batches as pictures")
     group.add_argument("--pin-mem", action="store_true", help="pin CPU memory in the loader")
-    group.add_argument(
-        "--no-prefetcher", action="store_true", help="do not use timm's prefetching loader"
-    )
-    group.add_argument(
-        "--output", default="", metavar="PATH", help="output base folder (default: ./output)"
-    )
-    group.add_argument(
-        "--experiment",
-        default="",
-        metavar="NAME",
-        help="run folder name (default: date-model-mixer)",
-    )
-    group.add_argument(
-        "--eval-metric",
-        default="top1",
-        choices=("top1", "top5", "loss"),
-        help="best-checkpoint metric",
-    )
-    group.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="device (default: cuda if present)",
-    )
-    group.add_argument(
-        "--dist-backend",
-        default=None,
-        help="distributed backend (default: nccl on CUDA, gloo on CPU)",
-    )
+    group.add_argument("--no-prefetcher", action="store_true", help="do not use timm's prefetching loader")
+    group.add_argument("--output", default="", metavar="PATH", help="output base folder (default: ./output/train)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the run in a non-empty run folder (its own files only)")
+    group.add_argument("--experiment", default="", metavar="NAME", help="run folder name (default: date-model-mixer)")
+    group.add_argument("--eval-metric", default="top1", choices=("top1", "top5", "loss"), help="best-checkpoint metric")
+    group.add_argument("--tta", type=int, default=0, metavar="N", help="test-time augmentation factor")
+    group.add_argument("--use-multi-epochs-loader", action="store_true", help="keep one loader iterator across epochs")
+    group.add_argument("--log-wandb", action="store_true", help="log metrics to Weights & Biases")
+    group.add_argument("--wandb-project", default=None, help="wandb project (with --log-wandb)")
+    group.add_argument("--wandb-tags", nargs="+", default=[], help="wandb tags (with --log-wandb)")
+    group.add_argument("--wandb-resume-id", default="", metavar="ID", help="wandb run to resume (with --log-wandb)")
+    group.add_argument("--train-img-sizes", type=int, nargs="+", default=None, help="per-batch image sizes")
+    group.add_argument("--train-batch-sizes", type=int, nargs="+", default=None, help="with --train-img-sizes")
+    group.add_argument("--train-size-probs", type=float, nargs="+", default=None, help="with --train-img-sizes")
+    group.add_argument("--train-size-schedule", default="constant", choices=("constant", "progressive"),
+                       help="with --train-img-sizes")
+    group.add_argument("--train-size-schedule-spread", type=float, default=0.65, help="with --train-img-sizes")
+    group.add_argument("--train-size-random-mix", type=float, default=0.1, help="with --train-img-sizes")
+    group.add_argument("--train-batches-per-epoch", "--train-steps-per-epoch", type=int, default=None,
+                       help="fixed number of batches per epoch")
+    group.add_argument("--variable-batch-loss-scale", default="none", choices=("none", "sqrt", "linear"),
+                       help="with --train-img-sizes")
+    group.add_argument("--naflex-loader", action="store_true", help="timm's NaFlex patch-sequence loader")
+    group.add_argument("--naflex-train-seq-lens", type=int, nargs="+", default=[128, 256, 576, 784, 1024],
+                       help="with --naflex-loader")
+    group.add_argument("--naflex-max-seq-len", type=int, default=576, help="with --naflex-loader")
+    group.add_argument("--naflex-patch-sizes", type=int, nargs="+", default=None, help="with --naflex-loader")
+    group.add_argument("--naflex-patch-size-probs", type=float, nargs="+", default=None, help="with --naflex-loader")
+    group.add_argument("--naflex-loss-scale", default="linear", choices=("none", "sqrt", "linear"),
+                       help="with --naflex-loader")
+    group.add_argument("--naflex-patchify-channels-first", action="store_true", help="with --naflex-loader")
+    group.add_argument("--dist-backend", default=None, help="distributed backend (default: nccl on CUDA, gloo on CPU)")
     group.add_argument("--dist-url", default=None, help="distributed init url (default: env://)")
-    group.add_argument(
-        "--dist-bn",
-        default="reduce",
-        choices=("reduce", "broadcast", ""),
-        help="share BatchNorm statistics across processes after each epoch",
-    )
-    group.add_argument(
-        "--sync-bn", action="store_true", help="synchronised BatchNorm across processes"
-    )
     group.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    group.add_argument(
-        "--mix-grid",
-        default="mix.png",
-        metavar="FILE",
-        help="picture of the first mixed batch, in the run folder ('' for none)",
+    group.add_argument("--mix-grid", default="mix.png", metavar="FILE",
+                       help="picture of the first mixed batch, in the run folder ('' for none)")
+
+    group = parser.add_argument_group("Knowledge distillation")
+    group.add_argument("--kd-model-name", default=None, metavar="MODEL", help="teacher model for distillation")
+    group.add_argument("--kd-distill-type", default="logit", choices=("logit", "feature", "token"), help="with --kd-model-name")
+    group.add_argument("--kd-loss-type", default="kl", help="with --kd-model-name")
+    group.add_argument("--distill-loss-weight", type=float, default=None, help="with --kd-model-name")
+    group.add_argument("--task-loss-weight", type=float, default=None, help="with --kd-model-name")
+    group.add_argument("--kd-temperature", type=float, default=4.0, help="with --kd-model-name")
+    group.add_argument("--kd-student-feature-dim", type=int, default=None, help="with --kd-model-name")
+    group.add_argument("--kd-teacher-feature-dim", type=int, default=None, help="with --kd-model-name")
+    group.add_argument("--kd-token-distill-type", default="soft", choices=("soft", "hard"), help="with --kd-model-name")
+
+    group = parser.add_argument_group(
+        "Mixer",
+        "A batch mixer of tmix_aug, run on the device inside the loop. It replaces timm's --mixup/--cutmix "
+        "(give one or the other); --mixup-prob, --mixup-switch-prob and --mixup-off-epoch (alias --mixer-...) "
+        "apply to both.",
     )
+    group.add_argument("--mixer", default="none", choices=list_mixers(), help="batch mixer (default: none)")
+    group.add_argument("--mixer-path", default=None, metavar="NAME|DIR|HUB_ID",
+                       help="TransformMix weights: a bundled name, a directory or a Hub repo id "
+                       "(default: the bundled mixer nearest the image size)")
+    group.add_argument("--mixer-mode", default=None, metavar="MODE",
+                       help="TransformMix mode without weights: saliency-softmax (the paper's ablation)")
+    group.add_argument("--mixer-k", type=int, default=None, metavar="K", help="inputs per mixed image (default: 2)")
+    group.add_argument("--mixer-alpha", type=float, default=1.0, help="Dirichlet / Beta concentration (default: 1)")
+    group.add_argument("--saliency", default=None, choices=("self", "teacher", "spectral"),
+                       help="saliency of saliencymix / transformmix: CAMs of the model being trained, of "
+                       "--teacher, or teacher-free spectral residual (default: spectral)")
+    group.add_argument("--teacher", default=None, metavar="MODEL", help="timm model giving CAMs for --saliency teacher")
+    group.add_argument("--teacher-checkpoint", default=None, metavar="FILE", help="weights of --teacher")
+    group.add_argument("--teacher-num-classes", type=int, default=None, metavar="N", help="classes of --teacher's checkpoint")
+    group.add_argument("--transmix", action="store_true",
+                       help="re-weight mixed labels by the ViT's class-token attention (TransMix)")
     return parser
+
+
+# timm train.py flags that tmix-train parses but does not implement: any value other than
+# timm's default stops the run with the reason. Flags that only matter together with one of
+# these (e.g. --wandb-project, --naflex-max-seq-len) are accepted, as they are inert in timm too.
+NOT_SUPPORTED = {
+    "grad_accum_steps": "not implemented: every batch is mixed and makes one optimizer step; raise --batch-size "
+    "or use more processes (torchrun) instead",
+    "torchscript": "a TorchScript model cannot be hooked for CAMs (--saliency self) or TransMix; use --torchcompile",
+    "model_dtype": "not implemented: the mixers and the loss run in float32; use --amp --amp-dtype bfloat16",
+    "aug_splits": "AugMix splits put clean and augmented copies of each image in one batch; a batch mixer "
+    "would mix across the copies",
+    "jsd_loss": "needs --aug-splits (AugMix copies kept apart), which a batch mixer cannot respect",
+    "split_bn": "needs --aug-splits, which a batch mixer cannot respect",
+    "model_ema_force_cpu": "not implemented: the EMA is kept and evaluated on the training device",
+    "val_interval": "not implemented: tmix-train evaluates and checkpoints after every epoch",
+    "recovery_interval": "not implemented: resume is exact only from epoch checkpoints (the mixer's random "
+    "streams are keyed by epoch)",
+    "save_images": "not implemented; tmix-train draws the first mixed batch to --mix-grid (mix.png) instead",
+    "tta": "not implemented: evaluation uses one centre crop",
+    "log_wandb": "wandb is not a dependency of tmix_aug; summary.csv and summary.json hold the same metrics",
+    "train_img_sizes": "not implemented: one image size per run (--img-size / --input-size)",
+    "train_batches_per_epoch": "not implemented: an epoch is one pass over the training data",
+    "naflex_loader": "NaFlex batches are patch sequences, not images; the mixers move and blend images",
+    "kd_model_name": "knowledge distillation is not part of tmix-train (--saliency teacher uses a teacher "
+    "for CAMs only); use timm's train.py with the recipe in the README",
+}
+# Flags passed to timm's create_dataset; our synthetic and transfer datasets have no use for them.
+DATASET_FLAGS = {
+    "train_num_samples": "num_samples",
+    "class_map": "class_map",
+    "input_img_mode": "input_img_mode",
+    "input_key": "input_key",
+    "target_key": "target_key",
+    "dataset_trust_remote_code": "trust_remote_code",
+    "epoch_repeats": "repeats",
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, str]:
+    """Parse the command line as timm's train.py does: ``-c FILE`` first sets defaults, the rest overrides them.
+
+    Returns:
+        The arguments and their YAML text, written to the run folder as ``args.yaml``.
+    """
+    parser = build_parser()
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument("-c", "--config", default="")
+    known, _ = config_parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**read_config_file(parser, known.config))
+    args = parser.parse_args(argv)
+    return args, yaml.safe_dump(vars(args), default_flow_style=False)
+
+
+def read_config_file(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """The flag defaults in a YAML config file, keyed by ``parser``'s destinations.
+
+    Keys are flag names with ``_`` for ``-`` (``mixup_off_epoch``; timm's and our spellings alike).
+    An unknown key, or a value of the wrong kind, is an error naming the file and the key.
+    """
+    try:
+        with open(path) as file:
+            config = yaml.safe_load(file)
+    except OSError as error:
+        parser.error(f"--config: cannot read {path!r} ({error.strerror})")
+    except yaml.YAMLError as error:
+        parser.error(f"--config: {path} is not valid YAML ({error})")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        parser.error(f"--config: {path} must hold a mapping of flag names to values, got {type(config).__name__}")
+    destinations = {}
+    for action in parser._actions:  # argparse keeps the flag spellings only here
+        for option in action.option_strings:
+            if option.startswith("--"):
+                destinations[option[2:].replace("-", "_")] = action
+        if not action.option_strings:
+            destinations[action.dest] = action
+    defaults = {}
+    for key, value in config.items():
+        if key == "config":  # a run's args.yaml names the file it was read from
+            continue
+        action = destinations.get(str(key))
+        if action is None or action.dest == "help":
+            parser.error(f"--config: {path}: unknown key {key!r} (not a tmix-train or timm train.py flag)")
+        if value is not None and action.type in (int, float) and action.nargs is None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                parser.error(f"--config: {path}: {key} expected a number, got {value!r}")
+            value = action.type(value) if action.type is float or float(value).is_integer() else value
+        if action.choices is not None and value not in action.choices and not (value is None is action.default):
+            parser.error(f"--config: {path}: {key} expected one of {list(action.choices)}, got {value!r}")
+        defaults[action.dest] = value
+    return defaults
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Flag combinations that cannot work; raise ValueError saying what to change."""
+    parser = build_parser()
+    for dest, reason in NOT_SUPPORTED.items():
+        if getattr(args, dest) != parser.get_default(dest):
+            raise ValueError(f"{_flag(dest)}: not supported by tmix-train: {reason}")
     if args.data and args.data_dir and args.data != args.data_dir:
         raise ValueError(
             f"DIR: given twice with different values ({args.data!r} and --data-dir {args.data_dir!r})"
@@ -465,6 +464,57 @@ def check_args(args: argparse.Namespace) -> None:
     args.data_dir = args.data_dir or args.data
     if args.dataset != "synthetic" and not args.data_dir:
         raise ValueError("--data-dir: required unless --dataset synthetic")
+    given = [dest for dest in DATASET_FLAGS if getattr(args, dest) not in (None, "", False, 0)]
+    if given and (args.dataset == "synthetic" or args.dataset.lower().removeprefix("torch/") in TRANSFER_DATASETS):
+        raise ValueError(
+            f"{_flag(given[0])}: used by image folders and timm datasets, not by --dataset {args.dataset}"
+        )
+    for name in ("mixer_prob", "mixer_switch_prob"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise ValueError(
+                f"{_flag(name)}: expected a probability in [0, 1], got {getattr(args, name)}"
+            )
+    for name in ("mixup", "cutmix", "mixer_alpha", "smoothing", "lr_base", "warmup_lr", "min_lr", "weight_decay"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{_flag(name)}: expected a finite number >= 0, got {value}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr >= 0):
+        raise ValueError(f"--lr: expected a finite number >= 0, got {args.lr}")
+    if not 0.0 <= args.smoothing < 1.0:
+        raise ValueError(f"--smoothing: expected a value in [0, 1), got {args.smoothing}")
+    if timm_mixup_active(args):
+        _check_timm_mixup(args)
+    else:
+        for dest in ("cutmix_minmax", "mixup_mode"):
+            if getattr(args, dest) != parser.get_default(dest):
+                raise ValueError(f"{_flag(dest)}: configures timm's --mixup/--cutmix, which are off")
+    _check_mixer(args)
+    if args.epochs < 1 or args.batch_size < 1:
+        raise ValueError(
+            f"--epochs, --batch-size: expected positive numbers, got {args.epochs} and {args.batch_size}"
+        )
+
+
+def timm_mixup_active(args: argparse.Namespace) -> bool:
+    """Whether timm's own Mixup/CutMix is on (timm's rule: --mixup or --cutmix > 0, or --cutmix-minmax)."""
+    return args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+
+
+def _check_timm_mixup(args: argparse.Namespace) -> None:
+    if args.mixer != "none":
+        raise ValueError(
+            f"--mixer: --mixer {args.mixer} replaces timm's --mixup/--cutmix; give one or the other "
+            f"(got --mixup {args.mixup} --cutmix {args.cutmix})"
+        )
+    if args.transmix:
+        raise ValueError("--transmix: needs the masks of a --mixer; timm's Mixup does not report its boxes")
+    if args.batch_size % 2:
+        raise ValueError(f"--batch-size: timm's Mixup pairs each batch with its reverse, so it must be even (got {args.batch_size})")
+    if args.cutmix_minmax is not None and len(args.cutmix_minmax) != 2:
+        raise ValueError(f"--cutmix-minmax: expected two numbers, MIN MAX, got {args.cutmix_minmax}")
+
+
+def _check_mixer(args: argparse.Namespace) -> None:
     if args.mixer_path is not None and args.mixer != "transformmix":
         raise ValueError(
             f"--mixer-path: only --mixer transformmix loads weights (got --mixer {args.mixer})"
@@ -473,16 +523,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--mixer-mode: a TransformMix mode; use it with --mixer transformmix (got --mixer {args.mixer})"
         )
-    if (
-        args.mixer == "transformmix"
-        and args.mixer_path is None
-        and args.mixer_mode != "saliency-softmax"
-    ):
-        names = ", ".join(bundled_names()) or "none bundled in this install"
+    if args.mixer == "transformmix" and args.mixer_path is None and args.mixer_mode not in (None, "saliency-softmax"):
         raise ValueError(
-            "--mixer-path: --mixer transformmix needs searched weights: a bundled name "
-            f"({names}), a directory written by save_pretrained, or a Hub repo id; or use "
-            "--mixer-mode saliency-softmax, which needs none"
+            f"--mixer-mode: without --mixer-path only saliency-softmax needs no weights (got {args.mixer_mode!r})"
         )
     if args.saliency is not None and args.mixer not in SALIENCY_MIXERS:
         raise ValueError(
@@ -494,15 +537,63 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--teacher-checkpoint: needs --teacher MODEL")
     if args.transmix and args.mixer == "none":
         raise ValueError("--transmix: re-weights mixed labels; choose a --mixer")
-    for name in ("mixer_prob", "mixer_switch_prob"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise ValueError(
-                f"--{name.replace('_', '-')}: expected a probability in [0, 1], got {getattr(args, name)}"
-            )
-    if args.epochs < 1 or args.batch_size < 1:
-        raise ValueError(
-            f"--epochs, --batch-size: expected positive numbers, got {args.epochs} and {args.batch_size}"
-        )
+
+
+def model_factory_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """timm's create_model arguments of the model flags that are set (--gp, --in-chans, --drop-block, ...)."""
+    in_chans = args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else None)
+    given = {
+        "global_pool": args.gp,
+        "in_chans": in_chans,
+        "drop_block_rate": args.drop_block,
+        "bn_momentum": args.bn_momentum,
+        "bn_eps": args.bn_eps,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def finish_model(args: argparse.Namespace, model: nn.Module) -> None:
+    """What timm's train.py does to a new model: head initialisation and gradient checkpointing."""
+    if args.head_init_scale is not None:
+        with torch.no_grad():
+            model.get_classifier().weight.mul_(args.head_init_scale)
+            model.get_classifier().bias.mul_(args.head_init_scale)
+    if args.head_init_bias is not None:
+        nn.init.constant_(model.get_classifier().bias, args.head_init_bias)
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(enable=True)
+
+
+def dataset_kwargs(args: argparse.Namespace, *, is_training: bool) -> dict[str, Any]:
+    """timm's create_dataset arguments of the dataset flags that are set (--class-map, --input-key, ...)."""
+    values = {timm_name: getattr(args, dest) for dest, timm_name in DATASET_FLAGS.items()}
+    if not is_training:  # timm's train.py: evaluation gets its own sample count and no repeats
+        values.update(num_samples=args.val_num_samples, repeats=0)
+    return {key: value for key, value in values.items() if value not in (None, "", False, 0)}
+
+
+def train_loader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """timm's create_loader arguments of the training-augmentation flags beyond the basic ones."""
+    return dict(
+        re_split=args.resplit,
+        train_crop_mode=args.train_crop_mode,
+        color_jitter_prob=args.color_jitter_prob,
+        grayscale_prob=args.grayscale_prob,
+        gaussian_blur_prob=args.gaussian_blur_prob,
+        num_aug_repeats=args.aug_repeats,
+        worker_seeding=args.worker_seeding,
+        use_multi_epochs_loader=args.use_multi_epochs_loader,
+    )
+
+
+def prepare_runtime(args: argparse.Namespace) -> None:
+    """Process-wide settings of timm's flags: device backend modules, the JIT fuser, fast norm."""
+    for module in args.device_modules or ():
+        importlib.import_module(module)
+    if args.fuser:
+        set_jit_fuser(args.fuser)
+    if args.fast_norm:
+        set_fast_norm()
 
 
 def resolve_lr(args: argparse.Namespace) -> None:
@@ -529,10 +620,63 @@ def stream_seed(seed: int, epoch: int, rank: int) -> int:
     )
 
 
+class TimmMixup(nn.Module):
+    """timm's own ``Mixup`` (``--mixup/--cutmix/...``) behind the loop's ``mix`` call.
+
+    It draws from numpy's and Python's global random streams, as in timm (tmix-train seeds
+    them per epoch, so resume stays exact); the ``generator`` argument is not used. timm's
+    Mixup reports no masks, so ``--transmix`` and ``mix.png`` need a ``--mixer``.
+    """
+
+    def __init__(self, mixup: Mixup) -> None:
+        super().__init__()
+        self.mixup = mixup
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> SimpleNamespace:
+        """x (N,C,H,W), y (N,) int -> ``images`` (N,C,H,W) and ``targets`` (N,num_classes), rows summing to 1."""
+        images, targets = self.mixup(x, y)
+        return SimpleNamespace(images=images, targets=targets)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mixup(x, y)
+
+
+def timm_mixup_kwargs(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
+    """The arguments timm's train.py gives ``timm.data.Mixup`` for these flags."""
+    return dict(
+        mixup_alpha=args.mixup,
+        cutmix_alpha=args.cutmix,
+        cutmix_minmax=args.cutmix_minmax,
+        prob=args.mixer_prob,
+        switch_prob=args.mixer_switch_prob,
+        mode=args.mixup_mode,
+        label_smoothing=args.smoothing,
+        num_classes=num_classes,
+    )
+
+
+def build_train_loss(args: argparse.Namespace) -> nn.Module:
+    """The training loss, chosen as timm's train.py chooses it.
+
+    Every mixer here, and ``NoMix`` when mixing is off, gives soft targets that already hold
+    the label smoothing, so the choice is timm's for mixed targets: ``BinaryCrossEntropy`` with
+    --bce-loss, else ``SoftTargetCrossEntropy``. On smoothed one-hot targets the latter equals
+    timm's ``LabelSmoothingCrossEntropy`` (its choice without mixing), and with --smoothing 0 it
+    equals ``nn.CrossEntropyLoss``.
+    """
+    if args.bce_loss:
+        return BinaryCrossEntropy(
+            target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight
+        )
+    return SoftTargetCrossEntropy()
+
+
 def build_mixer(
     args: argparse.Namespace, num_classes: int, model: nn.Module, device: torch.device
-) -> BatchMixer:
-    """The mixer the flags ask for, on ``device``, in eval mode."""
+) -> nn.Module:
+    """The mixer the flags ask for, on ``device``, in eval mode: timm's Mixup, a tmix_aug mixer or NoMix."""
+    if timm_mixup_active(args):
+        return TimmMixup(Mixup(**timm_mixup_kwargs(args, num_classes))).to(device).eval()
     kwargs: dict[str, Any] = {"label_smoothing": args.smoothing}
     if args.mixer != "none":
         kwargs.update(alpha=args.mixer_alpha, prob=args.mixer_prob)
@@ -542,6 +686,14 @@ def build_mixer(
         kwargs["switch_prob"] = args.mixer_switch_prob
     if args.mixer == "transformmix" and args.mixer_mode is not None:
         kwargs["mode"] = args.mixer_mode
+    if args.mixer == "transformmix" and args.mixer_path is None and args.mixer_mode is None:
+        image_size = resolve_data_config(vars(args), model=model, verbose=False)["input_size"][-1]
+        args.mixer_path = choose_bundled(image_size)
+        if args.rank == 0:
+            _logger.info(
+                f"tmix-train: --mixer transformmix without --mixer-path: using the bundled mixer {args.mixer_path!r} "
+                f"(made for {bundled_image_size(args.mixer_path)} px images; these are {image_size} px)"
+            )
     if args.mixer in SALIENCY_MIXERS:
         kwargs["saliency"] = build_saliency(args, model, device)
     mixer = create_mixer(args.mixer, num_classes, path=args.mixer_path, **kwargs)
@@ -553,15 +705,9 @@ def build_saliency(args: argparse.Namespace, model: nn.Module, device: torch.dev
     if args.saliency == "self":
         return model  # CAMs in eval mode without gradients; BatchNorm statistics stay untouched
     if args.saliency == "teacher":
-        kwargs = (
-            {} if args.teacher_num_classes is None else {"num_classes": args.teacher_num_classes}
+        return load_teacher(
+            args.teacher, args.teacher_checkpoint, num_classes=args.teacher_num_classes, device=device
         )
-        if args.teacher_checkpoint and not os.path.isfile(args.teacher_checkpoint):
-            raise ValueError(f"--teacher-checkpoint: {args.teacher_checkpoint!r} is not a file")
-        teacher = timm.create_model(
-            args.teacher, checkpoint_path=args.teacher_checkpoint or "", **kwargs
-        )
-        return teacher.to(device).eval().requires_grad_(False)
     return "spectral"
 
 
@@ -575,9 +721,12 @@ def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, int]:
         seed=args.seed,
     )
     train = create_image_dataset(
-        args.dataset, args.data_dir, args.train_split, is_training=True, **common
+        args.dataset, args.data_dir, args.train_split, is_training=True, **common,
+        **dataset_kwargs(args, is_training=True),
     )
-    evaluation = create_image_dataset(args.dataset, args.data_dir, args.val_split, **common)
+    evaluation = create_image_dataset(
+        args.dataset, args.data_dir, args.val_split, **common, **dataset_kwargs(args, is_training=False)
+    )
     found = [n for n in (count_classes(train), count_classes(evaluation)) if n is not None]
     if args.num_classes is None:
         if not found:
@@ -627,11 +776,10 @@ def train_one_epoch(
         mixer_share: the mixer's share of the step time (batch arrival to optimizer step).
     """
     model.train()
-    criterion = SoftTargetCrossEntropy()
+    criterion = build_train_loss(args).to(device)
     generator = torch.Generator().manual_seed(stream_seed(args.seed, epoch, args.rank))
     updates_per_epoch = len(loader)
-    loss_sum = torch.zeros((), device=device)
-    samples = 0
+    losses = AverageMeter()
     mix_time = step_time = 0.0
     bar = tqdm(
         loader, desc=f"train {epoch}", disable=args.no_progress or args.rank != 0, leave=False
@@ -652,6 +800,11 @@ def train_one_epoch(
             logits = model(images)
             targets = transmix.relabel(result) if transmix is not None else result.targets
             loss = criterion(logits, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"tmix-train: non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; stopped before "
+                "this epoch's checkpoint, so the last good one is kept: lower --lr, or check the data and mixer"
+            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler(
@@ -670,8 +823,7 @@ def train_one_epoch(
             model_ema.update(model, step=epoch * updates_per_epoch + step)
         if scheduler is not None and args.sched_on_updates:
             scheduler.step_update(num_updates=epoch * updates_per_epoch + step + 1)
-        loss_sum += loss.detach().float() * x.shape[0]
-        samples += x.shape[0]
+        losses.update(loss.item(), x.shape[0])
         _sync(device)
         done = time.perf_counter()
         mix_time += mixed - arrived
@@ -681,7 +833,7 @@ def train_one_epoch(
         if (step + 1) % args.log_interval == 0 or step + 1 == updates_per_epoch:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     elapsed = time.perf_counter() - start
-    totals = torch.tensor([loss_sum.item(), samples], dtype=torch.float64, device=device)
+    totals = torch.tensor([losses.sum, losses.count], dtype=torch.float64, device=device)
     if args.distributed:
         dist.all_reduce(totals)
     return {
@@ -729,19 +881,125 @@ def validate(
     return {"loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
 
 
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as file:
-        json.dump(data, file, indent=2, default=str)
-    os.replace(tmp, path)
+# Settings a resumed run must share with its checkpoint: they decide what the saved state means.
+RESUME_MUST_MATCH = (
+    "model", "num_classes", "opt", "model_ema", "amp", "amp_dtype",
+    "mixer", "mixer_path", "mixer_mode", "mixer_k", "saliency", "teacher",
+)  # fmt: skip
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """timm's CheckpointSaver, each checkpoint written to a temporary file and renamed
+    (through ``write_atomic``, so the fault-injection hook sees every checkpoint write)."""
+
+    def _save(self, save_path: str, epoch: int, metric: float | None = None) -> None:
+        write_atomic(save_path, lambda tmp: super(AtomicCheckpointSaver, self)._save(tmp, epoch, metric))
+
+
+def _run_files(output_dir: str, args: argparse.Namespace) -> list[str]:
+    """The files of an earlier run in ``output_dir`` that a new run would replace or leave stale."""
+    names = ("last.pth.tar", "model_best.pth.tar", "tmp.pth.tar", "summary.csv", "summary.json", "args.yaml")
+    patterns = ("checkpoint-", "recovery")
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(
+        os.path.join(output_dir, name)
+        for name in os.listdir(output_dir)
+        if name in names or name == args.mix_grid or (name.startswith(patterns) and name.endswith(".pth.tar"))
+    )
 
 
 def _output_dir(args: argparse.Namespace) -> str:
+    """The run folder; refuse one holding an earlier run unless --resume or --overwrite."""
     name = args.experiment or "-".join(
         [datetime.now().strftime("%Y%m%d-%H%M%S"), args.model.replace("/", "_"), args.mixer]
     )
     path = os.path.join(args.output or os.path.join("output", "train"), name)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--output/--experiment: {path} is a file; expected a run folder")
+    if _run_files(path, args) and not (args.resume or args.overwrite):
+        raise ValueError(
+            f"--experiment: {path} holds an earlier run ({', '.join(os.path.basename(f) for f in _run_files(path, args)[:4])}); "
+            "pass --resume PATH to continue it, --overwrite to replace it, or another --experiment"
+        )
     return path
+
+
+def check_finite(args: argparse.Namespace) -> None:
+    """Every number given must be finite (--lr nan or --mixer-alpha inf would train to NaN)."""
+    for name, value in sorted(vars(args).items()):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"--{name.replace('_', '-')}: expected finite numbers, got {value}")
+
+
+def read_resume_checkpoint(args: argparse.Namespace) -> None:
+    """Check that --resume is a readable timm checkpoint written with compatible settings."""
+    path = args.resume
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume: {path!r} is not a checkpoint file")
+    try:
+        checkpoint = load_checkpoint_metadata(path)
+    except Exception as error:  # torch.load raises many types for empty or cut-short files
+        raise ValueError(
+            f"--resume: {path!r} cannot be read ({type(error).__name__}: {str(error)[:200]}); it may be empty or "
+            "truncated by a crash: resume from checkpoint-N.pth.tar beside it"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "epoch" not in checkpoint:
+        raise ValueError(f"--resume: {path!r} is not a training checkpoint (no state_dict and epoch)")
+    saved = vars(checkpoint.get("args") or argparse.Namespace())
+    changed = [
+        f"--{key.replace('_', '-')} {saved[key]!r} -> {getattr(args, key)!r}"
+        for key in RESUME_MUST_MATCH
+        if key in saved and saved[key] != getattr(args, key)
+    ]
+    if changed:
+        raise ValueError(
+            f"--resume: {path!r} was written with other settings ({'; '.join(changed)}); resume with the same ones"
+        )
+
+
+def probe_mixer(
+    args: argparse.Namespace, mixer: BatchMixer, input_size: tuple, num_classes: int, device: torch.device
+) -> None:
+    """Reject, before the first step, a k larger than the batch and a saliency model without maps."""
+    k = getattr(mixer, "k", None)
+    if k is None or args.mixer == "none":
+        return
+    if k > args.batch_size:
+        raise ValueError(f"--mixer-k: {k} inputs per mixed image need a batch of at least {k}, got -b {args.batch_size}")
+    if args.mixer not in SALIENCY_MIXERS:
+        return
+    images = torch.zeros(k, *input_size, device=device)
+    labels = torch.arange(k, device=device) % num_classes
+    try:
+        with torch.no_grad():
+            mixer.mix(images, labels, generator=torch.Generator().manual_seed(0))
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as error:
+        source = {"self": args.model, "teacher": args.teacher}.get(args.saliency or "", "spectral")
+        raise ValueError(
+            f"--saliency {args.saliency or 'spectral'}: {source} cannot give the saliency maps --mixer {args.mixer} "
+            f"reads ({type(error).__name__}: {error})"
+        ) from None
+
+
+def read_history(path: str, start_epoch: int) -> list[dict[str, Any]]:
+    """The rows of summary.csv before ``start_epoch``; the file is rewritten (atomically) with only those."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("epoch", "").isdigit()]
+    kept = [row for row in rows if int(row["epoch"]) < start_epoch]
+    if len(kept) != len(rows):
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(kept)
+
+        write_atomic(path, write)
+    return [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()} for row in kept]
 
 
 def setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -753,9 +1011,15 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     device = init_distributed_device(args)
     random_seed(args.seed, args.rank)
     resolve_lr(args)
+    check_finite(args)
+    output_dir = _output_dir(args)
+    if args.resume:
+        read_resume_checkpoint(args)
     train_set, eval_set, num_classes = build_datasets(args)
+    check_num_classes(num_classes, f"{args.dataset or args.data_dir} ({args.train_split})")
 
-    model_kwargs = {**args.model_kwargs, "num_classes": num_classes, "drop_rate": args.drop}
+    prepare_runtime(args)
+    model_kwargs = {**model_factory_kwargs(args), **args.model_kwargs, "num_classes": num_classes, "drop_rate": args.drop}
     if args.drop_path is not None:
         model_kwargs["drop_path_rate"] = args.drop_path
     if args.pretrained_path:
@@ -767,6 +1031,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.initial_checkpoint:
         load_checkpoint(model, args.initial_checkpoint)
+    finish_model(args, model)
     data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
     model.to(device)
     if args.channels_last:
@@ -775,28 +1040,30 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
     mixer = build_mixer(args, num_classes, model, device)
+    probe_mixer(args, mixer, data_config["input_size"], num_classes, device)
     transmix = None
     if args.transmix:
         from .transmix import TransMixLabels  # only vision transformers need it
 
         transmix = TransMixLabels(model)
 
-    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
     scaler = NativeScaler(device=device.type) if args.amp and args.amp_dtype == "float16" else None
     start_epoch = 0
     if args.resume:
-        if not os.path.isfile(args.resume):
-            raise ValueError(f"--resume: {args.resume!r} is not a checkpoint file")
-        start_epoch = (
-            resume_checkpoint(
-                model,
-                args.resume,
-                optimizer=None if args.no_resume_opt else optimizer,
-                loss_scaler=None if args.no_resume_opt else scaler,
-                log_info=args.rank == 0,
+        try:
+            start_epoch = (
+                resume_checkpoint(
+                    model,
+                    args.resume,
+                    optimizer=None if args.no_resume_opt else optimizer,
+                    loss_scaler=None if args.no_resume_opt else scaler,
+                    log_info=args.rank == 0,
+                )
+                or 0
             )
-            or 0
-        )
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise ValueError(f"--resume: {args.resume!r} does not fit this model and optimizer ({error})") from None
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
     model_ema = None
@@ -805,9 +1072,11 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         if args.resume:
             load_checkpoint(model_ema.module, args.resume, use_ema=True)
     train_model = model
+    if args.torchcompile:
+        train_model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
     if args.distributed:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
+            train_model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=not args.no_ddp_bb
         )
 
     loader_common = dict(
@@ -835,6 +1104,10 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         vflip=args.vflip,
         color_jitter=args.color_jitter,
         auto_augment=args.aa,
+        **train_loader_kwargs(args),
+        # Fresh workers each epoch, seeded from the epoch's stream (see run): persistent workers
+        # keep the random state of the epoch they started in, so a resumed run would draw otherwise.
+        persistent_workers=False,
         **{**loader_common, "interpolation": args.train_interpolation},
     )
     eval_loader = create_loader(
@@ -878,6 +1151,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         num_classes=num_classes,
         train_size=len(train_set),
         eval_size=len(eval_set),
+        output_dir=output_dir,
     )
 
 
@@ -885,11 +1159,18 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     """Train from ``state`` (see ``setup``); return the summary written to ``summary.json``."""
     device, model, mixer = state["device"], state["model"], state["mixer"]
     primary = args.rank == 0
-    output_dir = _output_dir(args)
+    output_dir = state["output_dir"]
     saver = None
+    history: list[dict[str, Any]] = []
     if primary:
-        os.makedirs(output_dir, exist_ok=True)
-        saver = CheckpointSaver(
+        if args.overwrite and not args.resume:
+            for path in _run_files(output_dir, args):
+                os.remove(path)
+        get_outdir(output_dir)
+        remove_stale_temporaries(output_dir)  # left by a process killed while writing
+        args_text = state.get("args_text") or yaml.safe_dump(vars(args), default_flow_style=False)
+        write_atomic(os.path.join(output_dir, "args.yaml"), lambda tmp: Path(tmp).write_text(args_text))
+        saver = AtomicCheckpointSaver(
             model=model,
             optimizer=state["optimizer"],
             args=args,
@@ -902,23 +1183,15 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         )
         if args.resume:
             saver.load_state_dict_from_checkpoint(args.resume)
-        trim_summary(os.path.join(output_dir, "summary.csv"), state["start_epoch"])
-        print(
+        # summary.csv is the record of finished epochs: rows past the checkpoint are dropped.
+        history = read_history(os.path.join(output_dir, "summary.csv"), state["start_epoch"])
+        _logger.info(
             f"tmix-train: {args.model} on {args.dataset or 'image folder'} ({state['train_size']} train / "
             f"{state['eval_size']} eval images, {state['num_classes']} classes), mixer {args.mixer}"
             f"{' ' + args.mixer_path if args.mixer_path else ''}, {args.world_size} process(es) on {device}, "
-            f"lr {args.lr:.4g}; writing {output_dir}",
-            flush=True,
+            f"lr {args.lr:.4g}; writing {output_dir}"
         )
     summary_path = os.path.join(output_dir, "summary.json")
-    history: list[dict[str, Any]] = []
-    if primary and state["start_epoch"] > 0 and os.path.isfile(summary_path):
-        with open(summary_path) as file:
-            history = [
-                row
-                for row in json.load(file).get("epochs", [])
-                if row["epoch"] < state["start_epoch"]
-            ]
     no_mix = NoMix(state["num_classes"], label_smoothing=args.smoothing).to(device)
     mean, std = state["data_config"]["mean"], state["data_config"]["std"]
 
@@ -933,7 +1206,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         save_mix_grid(
             path, result, x, mean=mean, std=std, num_samples=8, scale=max(1, 96 // x.shape[-1])
         )
-        print(f"wrote {path}", flush=True)
+        _logger.info(f"wrote {path}")
 
     best: dict[str, Any] = {}
     metric_key = f"ema_{args.eval_metric}" if state["model_ema"] is not None else args.eval_metric
@@ -991,8 +1264,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         }
         history.append(row)
         best = {"epoch": best_epoch, args.eval_metric: best_metric}
-        _write_json(
-            summary_path,
+        summary = json.dumps(
             {
                 "model": args.model,
                 "dataset": args.dataset or args.data_dir,
@@ -1006,18 +1278,19 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
                 "epochs": history,
                 "args": vars(args),
             },
+            indent=2,
+            default=str,
         )
-        print(
+        write_atomic(summary_path, lambda tmp, text=summary: Path(tmp).write_text(text))
+        _logger.info(
             f"epoch {epoch}: train loss {train_metrics['loss']:.4f}, eval top-1 {eval_metrics['top1']:.2f}% "
             f"top-5 {eval_metrics['top5']:.2f}%, {train_metrics['images_per_sec']:.0f} images/s, "
-            f"mixer {100 * train_metrics['mixer_share']:.1f}% of step time",
-            flush=True,
+            f"mixer {100 * train_metrics['mixer_share']:.1f}% of step time"
         )
     if primary and history:
-        print(
+        _logger.info(
             f"best {metric_key} {best.get(args.eval_metric)} at epoch {best.get('epoch')}; "
-            f"last top-1 {history[-1]['eval_top1']:.2f}%; checkpoints and summary in {output_dir}",
-            flush=True,
+            f"last top-1 {history[-1]['eval_top1']:.2f}%; checkpoints and summary in {output_dir}"
         )
     return {"best": best, "epochs": history, "output_dir": output_dir}
 
@@ -1025,14 +1298,18 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
 def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
     """Run tmix-train with these command-line arguments; return the run's summary
     (best metric, per-epoch rows, output folder). Bad input exits with status 2 and a message."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, args_text = parse_args(argv)
     try:
         state = setup(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, TypeError, FileNotFoundError) as error:  # bad input; a RuntimeError is a failure
         if dist.is_initialized():
             dist.destroy_process_group()
-        parser.error(str(error))
+        build_parser().error(str(error))
+    except BaseException:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise
+    state["args_text"] = args_text
     try:
         return run(args, state)
     finally:
@@ -1041,7 +1318,8 @@ def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point (``tmix-train``)."""
+    """Command-line entry point (``tmix-train``): timm's console logging, then the run."""
+    setup_default_logging()
     train_from_args(sys.argv[1:] if argv is None else argv)
 
 

@@ -10,17 +10,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.layers import Attention, maybe_add_mask, resolve_self_attn_mask
+from timm.utils import unwrap_model
 from torch import Tensor, nn
 
-from .result import MixResult, mix_labels
+from .checks import check_probability
+from .functional import mix_labels
+from .result import MixResult
 
 
 def _last_attention(model: nn.Module) -> tuple[nn.Module, Attention]:
-    """The model to hook (unwrapped from DDP) and its last block's attention; raise if unsupported."""
+    """The model to hook (unwrapped from DDP / torch.compile) and its last block's attention; raise if unsupported."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a timm vision transformer (nn.Module), got {type(model).__name__}")
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module
+    model = unwrap_model(model)
     name = type(model).__name__
     for attr in ("blocks", "patch_embed", "num_prefix_tokens"):
         if not hasattr(model, attr):
@@ -94,10 +96,8 @@ class TransMixLabels:
     """
 
     def __init__(self, model: nn.Module, *, area_weight: float = 0.0) -> None:
-        if isinstance(area_weight, bool) or not isinstance(area_weight, (int, float)) or not 0.0 <= area_weight <= 1.0:
-            raise ValueError(f"area_weight: expected a number in [0, 1], got {area_weight!r}")
+        self.area_weight = check_probability("area_weight", area_weight)
         vit, attn = _last_attention(model)
-        self.area_weight = float(area_weight)
         self._attn = attn
         self._num_prefix_tokens = int(vit.num_prefix_tokens)
         self._grid: tuple[int, int] | None = None

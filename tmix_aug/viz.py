@@ -12,7 +12,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from .atomic import write_atomic
-from .mixer import warp
+from .functional import warp
 from .result import MixResult
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .loop import SearchConfig, search
+from .config import SearchConfig
+from .loop import search
 
 HELP = {
     "data_dir": "dataset root: an ImageFolder with train/ and validation/ (or val/) folders",
@@ -14,7 +15,8 @@ HELP = {
     "output": "directory of the learned mixer (config.json, model.safetensors, README.md, checkpoint/)",
     "max_batches": "stop each epoch after this many batches (quick runs)",
     "amp": "mixed precision for the teacher (default: on with CUDA)",
-    "resume": "continue from output/checkpoint",
+    "resume": "continue from output/checkpoint (refused when the checkpoint is missing, torn or from other settings)",
+    "overwrite": "replace the run in a non-empty output directory (deletes only the files a search writes)",
     "push_to_hub": "upload the mixer to this Hub repo id at the end",
     "card_notes": "markdown file appended to the model card",
     "val_samples": "held-out images used for the per-epoch comparison and to pick the best epoch",
@@ -43,8 +45,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    search(SearchConfig(**vars(args)))
+    """Run a search; bad input exits with status 2 and a message naming the field or file."""
+    command = parser()
+    args = command.parse_args(argv)
+    try:
+        search(SearchConfig(**vars(args)))
+    except (ValueError, FileNotFoundError) as error:
+        command.error(str(error))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Any
 OPTIMIZERS = {"momentum": "SGD with momentum", "sgd": "SGD with Nesterov momentum", "adamw": "AdamW", "adam": "Adam"}
 
 
-def search_card(config: Any, state: dict, data_config: dict, notes: str | None = None) -> str:
+def search_card(config: Any, state: dict, data_config: dict, notes: str | None = None, weights_sha256: str | None = None) -> str:
     """Markdown body of a searched mixer's README.md.
 
     Args:
@@ -15,6 +15,7 @@ def search_card(config: Any, state: dict, data_config: dict, notes: str | None =
         state: the run's state (``epoch``, ``history`` of per-epoch records, ``teacher_top1``).
         data_config: the teacher's data config (mean, std, input_size).
         notes: extra markdown appended (e.g. an evaluation with another classifier).
+        weights_sha256: SHA-256 of the model.safetensors the card describes (None: not named).
     """
     history = state["history"]
     names = list(history[-1]["held_out_ce"]) if history else []
@@ -61,7 +62,7 @@ x, y = mixer(x, y)
 - Objective: the teacher's soft-label cross-entropy on mixed images against the lambda-mixed labels{', with the teacher at the temperature that fits each batch best (calibrated; it does not reward blurring)' if getattr(config, 'calibrated', False) else ''}.
 - Optimiser: {OPTIMIZERS.get(getattr(config, 'opt', 'momentum'), config.opt)}, lr {config.lr}{f', momentum {config.momentum}' if getattr(config, 'opt', 'momentum') in ('momentum', 'sgd') else ''}, weight decay {config.weight_decay}, batch {config.batch_size}, constant learning rate; {state['epoch']} of {config.epochs} epochs run{'' if config.max_batches is None else f', at most {config.max_batches} batches per epoch'}.
 - Mixing: K = {config.k}, alpha = {config.alpha}, mode `{config.mode}`, {'balanced masks (each input covers its lambda share of the image)' if config.balance else 'unbalanced masks (the paper)'}, working resolution S = {config.size}, transforms bounded by |t| <= {config.max_translation} and |A - I| <= {config.max_linear} per entry, starting temperature tau = {getattr(config, 'init_temperature', 0.3)}, seed {config.seed}.
-- These weights: epoch {state.get('best_epoch', '-')} (0 is the unsearched start). The output keeps the epoch with the lowest held-out objective among those whose held-out top-2 is at least the best baseline's and the unsearched start's (the objective can also fall by making an input harder to recognise; the others count only if no epoch passes); `checkpoint/` holds the latest epoch, for `--resume`.
+- These weights: epoch {state.get('best_epoch', '-')} (0 is the unsearched start){f'; model.safetensors SHA-256 `{weights_sha256}`' if weights_sha256 else ''}. The output keeps the epoch with the lowest held-out objective among those whose held-out top-2 is at least the best baseline's and the unsearched start's (the objective can also fall by making an input harder to recognise; the others count only if no epoch passes); `checkpoint/` holds the latest epoch, for `--resume`.
 
 ## Search curve
 On held-out images mixed by each method at the same partners and lambdas, the teacher's

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..mixing import BatchMixer
-from ..result import mix_labels, smooth_labels
+from ..functional import mix_labels, smooth_labels
 from ..sampling import draw_mix
 from .calibration import fit_inverse_temperature
 

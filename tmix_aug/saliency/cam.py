@@ -1,12 +1,6 @@
-"""Saliency maps for the mixer: class activation maps of a classifier, or a teacher-free detector.
-
-Every saliency source is a callable ``(images (N, C, H, W), targets (N, num_classes)) -> (N, h, w)``
-float32 non-negative maps at its own resolution; ``resize_and_normalize`` brings them to the
-mixer's working resolution S x S and to [0, 1].
-"""
+"""Class activation maps (CAM) of a classifier whose head is global average pooling + linear."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,64 +8,27 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from timm.layers import NormMlpClassifierHead
+from timm.utils import unwrap_model
 from torch import Tensor, nn
 from torchvision.models import ResNet as TorchvisionResNet
-from torchvision.transforms.v2.functional import gaussian_blur
 
-SaliencyFn = Callable[[Tensor, Tensor], Tensor]
+from ..checks import check_bool, check_channel_values, check_choice, check_images, check_int
 
-_MODELS = (
+CAM_MODELS = (
     "timm CNN classifiers whose head is global average pooling + nn.Linear (ResNet, "
     "EfficientNet, RegNet, ...) or global average pooling + LayerNorm + nn.Linear (ConvNeXt), "
     "and torchvision ResNet / ResNeXt / Wide-ResNet"
 )
-_SUPPORTED = "supported: " + _MODELS
-_ACCEPTED = (
-    "expected 'spectral' (teacher-free spectral residual), a classifier nn.Module (class "
-    f"activation maps; {_MODELS}), a ClassActivationMap or SpectralResidual, or a "
-    "callable(images, targets) -> (N, h, w) maps"
-)
+_SUPPORTED = "supported: " + CAM_MODELS
 _CLASS_SOURCES = ("auto", "label", "prediction")
 
-
-def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise TypeError(
-            f"images: expected a torch.Tensor (N, C, H, W), got {type(images).__name__}"
-        )
-    if images.ndim != 4:
-        raise ValueError(f"images: expected shape (N, C, H, W), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"images: expected a floating-point tensor, got {images.dtype}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def _check_non_negative(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-
-
-def _channel_values(name: str, values: Sequence[float] | None) -> tuple[float, ...] | None:
-    if values is None:
-        return None
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name}: expected a sequence of numbers (one per channel), got {values!r}"
-        ) from None
-    if not out:
-        raise ValueError(f"{name}: expected one number per channel, got an empty sequence")
-    return out
-
-
-def _no_autocast(device: torch.device):
-    """Context that turns off any autocast of the caller on ``device`` (for float32 maths)."""
-    return torch.autocast(device.type, enabled=False)
+MIN_MAP_SIZE = 4
+"""Smallest map side, in cells, a CAM source may give (ours). The masks are a softmax over
+maps upsampled from h x w cells: at 4 x 4 each cell is a quarter of the image side, the
+coarsest grid on which an object can hold a centre block with background on every side; a
+2 x 2 map upsamples to a ramp with one extreme per quadrant, and a 1 x 1 map is flat, which
+turns TransformMix and SaliencyMix into plain Mixup and centred CutMix without a word. A
+ResNet (stride 32) needs 128 px images for 4 x 4 maps."""
 
 
 @contextmanager
@@ -84,17 +41,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
 
 
 @dataclass
@@ -186,8 +132,12 @@ class ClassActivationMap:
             the targets have as many classes as the model, else the prediction).
         input_size: when the longer image side exceeds it, the batch is resized (bilinear,
             antialiased) to this longer side before the pass; None keeps full resolution.
+        upscale: also resize batches whose longer side is below ``input_size`` up to it, for
+            small images whose maps would otherwise be too coarse (see ``min_map_size``).
         mean, std: per-channel normalisation applied to the images before the model, for
             pipelines whose images are not normalised as the model expects; default none.
+        min_map_size: the smallest side, in cells, a map may have; a call that gives a
+            smaller map raises ValueError naming the fixes (default ``MIN_MAP_SIZE``).
     """
 
     def __init__(
@@ -196,21 +146,23 @@ class ClassActivationMap:
         *,
         class_source: str = "auto",
         input_size: int | None = 112,
+        upscale: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        min_map_size: int = MIN_MAP_SIZE,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
                 f"model: expected a classifier nn.Module, got {type(model).__name__}"
             )
-        if class_source not in _CLASS_SOURCES:
-            raise ValueError(
-                f"class_source: expected one of {_CLASS_SOURCES}, got {class_source!r}"
-            )
+        check_choice("class_source", class_source, _CLASS_SOURCES)
         if input_size is not None:
-            _check_int("input_size", input_size, 1)
-        self.mean = _channel_values("mean", mean)
-        self.std = _channel_values("std", std)
+            check_int("input_size", input_size, 1)
+        if check_bool("upscale", upscale) and input_size is None:
+            raise ValueError("upscale: needs an input_size to resize up to, got input_size=None")
+        self.min_map_size = check_int("min_map_size", min_map_size, 1)
+        self.mean = check_channel_values("mean", mean)
+        self.std = check_channel_values("std", std)
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std: expected positive values, got {std!r}")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
@@ -220,7 +172,8 @@ class ClassActivationMap:
         self.model = model
         self.class_source = class_source
         self.input_size = input_size
-        net = _unwrap(model)
+        self.upscale = upscale
+        net = unwrap_model(model)
         self._name = type(net).__name__
         if isinstance(net, TorchvisionResNet):
             self._head = _torchvision_resnet_head(net)
@@ -258,7 +211,7 @@ class ClassActivationMap:
             ``maps.mean((1, 2)) + offsets`` is the model's logit of the chosen class (for soft
             targets, the target-weighted sum of the logits).
         """
-        _check_images(images)
+        check_images(images, name="images")
         for name, values in (("mean", self.mean), ("std", self.std)):
             if values is not None and len(values) != images.shape[1]:
                 raise ValueError(
@@ -270,7 +223,8 @@ class ClassActivationMap:
             feats = self._head.features(self._prepare(images, weight.device, weight.dtype))
             if not self._head_checked:
                 self._check_head(feats)
-            with _no_autocast(feats.device):
+            self._check_map_size(feats, images)
+            with torch.autocast(feats.device.type, enabled=False):
                 maps, offsets = self._class_maps(feats, targets if use_labels else None)
         return maps.to(images.device), offsets.to(images.device)
 
@@ -303,14 +257,22 @@ class ClassActivationMap:
         # (ours) "auto": the label when the model shares the label space, else its top-1 class.
         return self.class_source == "label" or (self.class_source == "auto" and matches)
 
+    def pass_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) at which images of this size go through the model (see ``input_size``)."""
+        longer = max(height, width)
+        if self.input_size is None or longer == self.input_size:
+            return height, width
+        if longer < self.input_size and not self.upscale:
+            return height, width
+        scale = self.input_size / longer
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
     def _prepare(self, images: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
         """Resize and normalise the batch as configured, on the model's device and dtype."""
         x = images.to(device=device, dtype=torch.float32)
-        height, width = x.shape[-2:]
-        with _no_autocast(device):
-            if self.input_size is not None and max(height, width) > self.input_size:
-                scale = self.input_size / max(height, width)
-                size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        size = self.pass_size(*x.shape[-2:])
+        with torch.autocast(device.type, enabled=False):
+            if size != tuple(x.shape[-2:]):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
                                   antialias=True)
             if self.mean is not None:
@@ -363,6 +325,23 @@ class ClassActivationMap:
             maps = (maps - centre) * scale.unsqueeze(-1)
         return maps, offsets
 
+    def _check_map_size(self, feats: Tensor, images: Tensor) -> None:
+        """Raise if the maps are smaller than ``min_map_size`` cells on a side (see ``MIN_MAP_SIZE``)."""
+        cells = min(feats.shape[-2:])
+        if cells >= self.min_map_size:
+            return
+        height, width = images.shape[-2:]
+        wanted = max(self.pass_size(height, width)) * -(-self.min_map_size // cells)  # ceil division
+        raise ValueError(
+            f"saliency: the class activation maps of {self._name} are {feats.shape[-2]}x{feats.shape[-1]} "
+            f"cells for {height}x{width} images, below the minimum of {self.min_map_size}x{self.min_map_size}: "
+            f"masks made from them are nearly flat and the mix degrades to Mixup. Fixes: upsize the "
+            f"saliency pass (ClassActivationMap(model, input_size={wanted}, upscale=True)), a model with "
+            f"a smaller output stride (timm.create_model(..., output_stride=8 or 16) where supported), "
+            f"saliency='spectral' (no model), or a teacher with finer maps (tmix-train --saliency "
+            f"teacher). min_map_size=1 accepts such maps knowingly."
+        )
+
     def _check_head(self, feats: Tensor) -> None:
         """Once: the model's own logits must equal the mean of the per-position scores + bias."""
         unsupported = f"cannot compute class activation maps for {self._name}"
@@ -374,7 +353,7 @@ class ClassActivationMap:
                 f"feature models are not supported); {_SUPPORTED}"
             )
         theirs = self._head.logits(feats)
-        with _no_autocast(feats.device):
+        with torch.autocast(feats.device.type, enabled=False):
             z, w, b, _, _ = self._linear_head(feats.float())
             ours = z @ w.T + b
             theirs = theirs.float()
@@ -388,138 +367,3 @@ class ClassActivationMap:
                 f"{_SUPPORTED}"
             )
         self._head_checked = True
-
-
-class SpectralResidual:
-    """Teacher-free saliency (Hou & Zhang 2007 spectral residual), needs no weights.
-
-    Grayscale (mean over channels), resize to ``size`` x ``size``, FFT, log amplitude minus its
-    3x3 local mean, inverse FFT with the original phase, squared magnitude, Gaussian blur; as
-    in the authors' reference code (64 px, 3x3 mean with replicated edges, blur sigma 2.5).
-    Batched on the images' device.
-
-    Args:
-        size: side of the square working resolution and of the output maps.
-        blur_sigma: standard deviation of the final Gaussian blur, in pixels of the maps; 0
-            turns the blur off.
-        amplitude_floor: amplitudes below this fraction of the image's mean amplitude are
-            raised to it before the logarithm (ours), so exact zeros of the spectrum of flat
-            synthetic images do not dominate; 0 turns it off (as the reference code).
-        margin: the image is mirrored by this fraction of ``size`` on every side before the
-            FFT and the maps cropped back (ours). The FFT treats the image as periodic, so
-            without it the jump between opposite borders lights up the corners of most
-            natural images; 0 turns it off (as the reference code).
-    """
-
-    def __init__(
-        self,
-        *,
-        size: int = 64,
-        blur_sigma: float = 2.5,
-        amplitude_floor: float = 1e-2,
-        margin: float = 0.25,
-    ) -> None:
-        _check_int("size", size, 2)
-        _check_non_negative("blur_sigma", blur_sigma)
-        _check_non_negative("amplitude_floor", amplitude_floor)
-        if not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-            raise ValueError(f"margin: expected a number in [0, 1), got {margin!r}")
-        self.size = size
-        self.blur_sigma = float(blur_sigma)
-        self.amplitude_floor = float(amplitude_floor)
-        self.pad = int(round(margin * size))
-
-    def __call__(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """Spectral residual saliency.
-
-        Args:
-            images: (N, C, H, W) float, any C, any float dtype, any device.
-            targets: ignored (accepted for the common saliency signature).
-
-        Returns:
-            (N, size, size) float32 non-negative maps on the images' device, without autograd
-            graph.
-        """
-        _check_images(images)
-        size = (self.size, self.size)
-        with torch.no_grad(), _no_autocast(images.device):
-            gray = images.mean(dim=1, keepdim=True, dtype=torch.float32)
-            gray = F.interpolate(gray, size=size, mode="bilinear", align_corners=False,
-                                 antialias=True)
-            if self.pad:
-                gray = F.pad(gray, (self.pad,) * 4, mode="reflect")
-            spectrum = torch.fft.fft2(gray)
-            amplitude = spectrum.abs()
-            floor = amplitude.mean((-2, -1), keepdim=True) * self.amplitude_floor
-            log_amplitude = torch.log(torch.maximum(amplitude, floor.clamp_min(1e-12)))
-            padded = F.pad(log_amplitude, (1, 1, 1, 1), mode="replicate")
-            residual = log_amplitude - F.avg_pool2d(padded, 3, stride=1)
-            maps = torch.fft.ifft2(torch.polar(residual.exp(), spectrum.angle())).abs().square()
-            if self.blur_sigma > 0:
-                kernel = min(2 * math.ceil(2 * self.blur_sigma) + 1, 2 * self.size - 1)
-                maps = gaussian_blur(maps, [kernel, kernel], [self.blur_sigma, self.blur_sigma])
-        end = self.pad + self.size
-        return maps[:, 0, self.pad : end, self.pad : end].clamp_min(0)
-
-
-def resize_and_normalize(maps: Tensor, size: int) -> Tensor:
-    """Bring raw saliency maps to the mixer's resolution and to [0, 1].
-
-    Bilinear resize, then per map ``(m - min) / (max - min)`` (ours: min-max). A constant map
-    (range at most 1e-6 of its magnitude, e.g. an all-zero CAM) becomes all zeros.
-
-    Args:
-        maps: (N, h, w) real maps.
-        size: side S of the output.
-
-    Returns:
-        (N, S, S) float32 in [0, 1].
-    """
-    if not isinstance(maps, Tensor):
-        raise TypeError(f"maps: expected a torch.Tensor (N, h, w), got {type(maps).__name__}")
-    if maps.ndim != 3 or maps.is_complex():
-        raise ValueError(
-            f"maps: expected real maps of shape (N, h, w), got {tuple(maps.shape)} of {maps.dtype}"
-        )
-    _check_int("size", size, 1)
-    with _no_autocast(maps.device):
-        maps = maps.float()
-        if maps.shape[-2:] != (size, size):
-            maps = F.interpolate(maps.unsqueeze(1), size=(size, size), mode="bilinear",
-                                 align_corners=False, antialias=True).squeeze(1)
-        low = maps.amin((1, 2), keepdim=True)
-        high = maps.amax((1, 2), keepdim=True)
-        span = high - low
-        flat = span <= 1e-6 * torch.maximum(high.abs(), low.abs())
-        return ((maps - low) / torch.where(flat, 1.0, span)).masked_fill(flat, 0.0)
-
-
-def create_saliency(spec: object) -> SaliencyFn:
-    """A saliency function ``(images (N, C, H, W), targets (N, num_classes)) -> (N, h, w)``.
-
-    Args:
-        spec: "spectral" for ``SpectralResidual()``; a classifier nn.Module for
-            ``ClassActivationMap(model)``; a ``ClassActivationMap``, ``SpectralResidual`` or any
-            other callable(images, targets) is returned as is.
-
-    Raises:
-        ValueError: an unknown name, or a module that CAM does not support.
-        TypeError: anything else.
-    """
-    if isinstance(spec, (ClassActivationMap, SpectralResidual)):
-        return spec
-    if isinstance(spec, str):
-        if spec == "spectral":
-            return SpectralResidual()
-        raise ValueError(f"saliency: unknown name {spec!r}; {_ACCEPTED}")
-    if isinstance(spec, nn.Module):
-        try:
-            return ClassActivationMap(spec)
-        except ValueError as err:
-            raise ValueError(
-                f"saliency: {err}. To use a module that itself returns saliency maps, pass "
-                f"lambda images, targets: module(images, targets)"
-            ) from err
-    if callable(spec):
-        return spec
-    raise TypeError(f"saliency: got {type(spec).__name__}; {_ACCEPTED}")
