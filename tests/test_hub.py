@@ -91,7 +91,7 @@ def test_format_version_1_loads_with_its_unbalanced_masks(tmp_path):
     assert loaded.balance is False
     assert torch.equal(mix(loaded).images, mix(mixer).images)
     edit_config(tmp_path, lambda c: c.update(format_version=7))
-    with pytest.raises(ValueError, match="expected format 'tmix_aug.transformmix' version 2"):
+    with pytest.raises(ValueError, match="expected format 'tmix_aug.transformmix' version 3"):
         TransformMix.from_pretrained(tmp_path, num_classes=5)
 
 

@@ -164,3 +164,11 @@ def test_bad_arguments_raise():
         CifarResNet(widths=(16, 32))
     with pytest.raises(ValueError, match="blocks_per_stage"):
         PreActResNet(blocks_per_stage=(2, 2), widths=(64, 128, 256))
+
+
+def test_tinyimagenet_judge_config_is_64px_with_the_teachers_normalisation():
+    model = timm.create_model("preact_resnet18_w16.tinyimagenet_64")
+    config = timm.data.resolve_data_config(model=model)
+    assert model.num_classes == 200
+    assert config["input_size"] == (3, 64, 64) and config["mean"] == config["std"] == (0.5, 0.5, 0.5)
+    assert model.forward_features(torch.randn(1, 3, 64, 64)).shape == (1, 128, 8, 8)

@@ -30,7 +30,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT = "tmix_aug.transformmix"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ARCHITECTURE_FIELDS = (
     "k",
     "mode",
@@ -43,15 +43,17 @@ ARCHITECTURE_FIELDS = (
     "mpn_channels",
     "mpn_layers",
     "mpn_kernel",
+    "mpn_padding",
     "init_temperature",
 )
 # Fields an older format version lacks, with the values that reproduce what its weights did.
-OLDER_VERSIONS = {1: {"balance": False}}
+# Version 3 added mpn_padding: versions 1 and 2 were searched with the mask net's zero padding.
+OLDER_VERSIONS = {1: {"balance": False, "mpn_padding": "zeros"}, 2: {"mpn_padding": "zeros"}}
 # Field -> accepted JSON types; ints are accepted where floats are, never bools where numbers are.
 FIELD_TYPES = {
     "k": int, "mode": str, "balance": bool, "size": int, "stn_channels": list, "stn_hidden": int,
     "max_translation": float, "max_linear": float, "mpn_channels": int, "mpn_layers": int,
-    "mpn_kernel": int, "init_temperature": float,
+    "mpn_kernel": int, "mpn_padding": str, "init_temperature": float,
 }  # fmt: skip
 CHECKSUM_KEY = "tmix_aug.sha256"
 PACKAGE_DIR = Path(__file__).resolve().parent

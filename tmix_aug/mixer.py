@@ -13,7 +13,7 @@ from . import hub
 from .checks import check_bool, check_choice, check_int, check_positive
 from .functional import balanced_softmax, blend, identity_thetas, warp, warp_and_blend
 from .mixing import BatchMixer, MixedImages
-from .nets import LocalizationNet, MaskNet
+from .nets import PADDING_MODES, LocalizationNet, MaskNet
 from .registry import register_mixer
 from .saliency import SaliencySource
 from .sampling import MixDraw, device_generator
@@ -69,6 +69,8 @@ class TransformMix(BatchMixer, hub.HubMixin):
         size: working resolution S of both networks (architecture).
         stn_channels, stn_hidden, max_translation, max_linear: see ``LocalizationNet``.
         mpn_channels, mpn_layers, mpn_kernel: see ``MaskNet``.
+        mpn_padding: ``MaskNet``'s padding; "replicate" (default) keeps constant saliency's
+            masks constant; "zeros" is what mixers of config format 1 and 2 were searched with.
         init_temperature: starting value of the learned temperature tau.
         check_inputs: see ``BatchMixer``.
     """
@@ -92,6 +94,7 @@ class TransformMix(BatchMixer, hub.HubMixin):
         mpn_channels: int = 32,
         mpn_layers: int = 3,
         mpn_kernel: int = 3,
+        mpn_padding: str = "replicate",
         init_temperature: float = 0.3,
         check_inputs: bool | None = None,
     ) -> None:
@@ -109,6 +112,7 @@ class TransformMix(BatchMixer, hub.HubMixin):
         check_int("mpn_layers", mpn_layers, 0)
         if mpn_kernel % 2 != 1:
             raise ValueError(f"mpn_kernel: expected an odd kernel size, got {mpn_kernel!r}")
+        check_choice("mpn_padding", mpn_padding, PADDING_MODES)
         for name, value in (("max_translation", max_translation), ("max_linear", max_linear),
                             ("init_temperature", init_temperature)):
             check_positive(name, value)
@@ -127,6 +131,7 @@ class TransformMix(BatchMixer, hub.HubMixin):
             "mpn_channels": mpn_channels,
             "mpn_layers": mpn_layers,
             "mpn_kernel": mpn_kernel,
+            "mpn_padding": mpn_padding,
             "init_temperature": float(init_temperature),
         }
         self.stn = (
@@ -142,7 +147,7 @@ class TransformMix(BatchMixer, hub.HubMixin):
             else None
         )
         self.mpn = (
-            MaskNet(2 * k, k, channels=mpn_channels, layers=mpn_layers, kernel=mpn_kernel)
+            MaskNet(2 * k, k, channels=mpn_channels, layers=mpn_layers, kernel=mpn_kernel, padding=mpn_padding)
             if mode in ("transformmix", "mpn-only")
             else None
         )

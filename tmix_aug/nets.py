@@ -65,6 +65,9 @@ class LocalizationNet(nn.Module):
         return torch.cat([linear, shift], dim=-1)
 
 
+PADDING_MODES = ("replicate", "reflect", "zeros")
+
+
 class MaskNet(nn.Module):
     """Mask prediction network: warped saliency and lambda planes -> K mask logits per pixel.
 
@@ -72,20 +75,30 @@ class MaskNet(nn.Module):
     1x1 conv to K channels: a correction added to the saliency (see ``TransformMix``). The
     1x1 conv starts at zero (ours), so the search starts from masks that follow the saliency.
 
+    Replicate padding (ours, the default): constant input planes give a constant correction,
+    so the masks have no border artefacts of their own. Zero padding (the mixers of config
+    format 1 and 2) makes the border pixels see zeros, and a searched net turns that into a
+    learned stripe along the edges of every mask.
+
     Args:
         in_channels: input planes (2K: K warped saliency maps, K lambda planes).
         k: number of inputs K.
         channels: width of the hidden conv layers.
         layers: number of hidden conv layers.
         kernel: odd kernel size of the hidden conv layers.
+        padding: how the hidden conv layers pad their input, one of ``PADDING_MODES``.
     """
 
-    def __init__(self, in_channels: int, k: int, *, channels: int = 32, layers: int = 3, kernel: int = 3) -> None:
+    def __init__(
+        self, in_channels: int, k: int, *, channels: int = 32, layers: int = 3, kernel: int = 3, padding: str = "replicate"
+    ) -> None:
         super().__init__()
+        if padding not in PADDING_MODES:
+            raise ValueError(f"padding: expected one of {PADDING_MODES}, got {padding!r}")
         body: list[nn.Module] = []
         width = in_channels
         for _ in range(layers):
-            body += [nn.Conv2d(width, channels, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
+            body += [nn.Conv2d(width, channels, kernel, padding=kernel // 2, padding_mode=padding), nn.ReLU(inplace=True)]
             width = channels
         self.body = nn.Sequential(*body)
         self.head = nn.Conv2d(width, k, 1)
