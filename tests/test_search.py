@@ -129,6 +129,9 @@ def test_resuming_a_finished_run_rewrites_its_card_with_notes(tmp_path):
     tiny_run(tmp_path / "run", epochs=1, resume=True, card_notes=str(notes))
     card = (tmp_path / "run" / "README.md").read_text()
     assert card.count("Judged by a classifier of our own.") == 1 and "| 1 |" in card
+    assert "## What the transforms do (epoch" in card
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["transforms"]["shift_p90"] == 0 and records[0]["transforms"]["scale_p50"] == 1  # unsearched
     assert_same_safetensors(tmp_path / "run" / "model.safetensors", tmp_path / "before.safetensors")  # no epoch run again
     history = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert history == [0, 1]

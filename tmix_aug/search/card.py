@@ -51,7 +51,8 @@ of images. It reads only saliency, so it can serve other datasets than the one i
 
 ```python
 import tmix_aug as tm
-mixer = tm.TransformMix.from_pretrained("{config.push_to_hub or name}", num_classes=NUM_CLASSES, saliency=model)  # or saliency="spectral"
+num_classes = 10  # the classes of YOUR task: the mixer reads only saliency, not classes
+mixer = tm.TransformMix.from_pretrained("{config.push_to_hub or name}", num_classes=num_classes, saliency="spectral")  # or saliency=model (CAMs)
 x, y = mixer(x, y)
 ```
 
@@ -76,4 +77,22 @@ shown from input k - lambda_k)^2 (0 for Mixup and CutMix).
 {head}
 {rule}
 {rows}
+{transforms_section(history, state.get('best_epoch'))}
 {notes or ''}"""
+
+
+def transforms_section(history: list[dict], kept_epoch: Any) -> str:
+    """What the spatial transformer of the kept epoch does to the held-out images (markdown)."""
+    kept = next((r for r in history if r.get("epoch") == kept_epoch and "transforms" in r), None)
+    if kept is None:
+        return ""
+    t = kept["transforms"]
+    return f"""
+## What the transforms do (epoch {kept_epoch}, held-out images)
+Each input's centre moves by {t['shift_p50']:.1%} of the image side (median; 90th percentile
+{t['shift_p90']:.1%}); its content is scaled by {t['scale_p50']:.2f} (10th-90th percentile
+{t['scale_p10']:.2f}-{t['scale_p90']:.2f}) and turned by {t['rotation_p50']:.1f} degrees (90th
+percentile {t['rotation_p90']:.1f}). The inputs' saliency centroids end farther apart in
+{t['moved_apart']:.0%} of the mixed images and closer together in {t['moved_together']:.0%}
+(a change of more than 2% of the image side).
+"""
