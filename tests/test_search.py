@@ -59,11 +59,11 @@ def test_a_search_step_lowers_the_teacher_objective(calibrated):
     data = SyntheticObjects(16, image_size=16, num_classes=4, split="val", transform=TO_TENSOR)
     x = torch.stack([data[i][0] for i in range(16)])
     y = torch.tensor([data[i][1] for i in range(16)])
-    torch.manual_seed(0)  # the mixer's random start: at lr 0.05 some starts climb before they descend
+    torch.manual_seed(0)  # the mixer's random start
     mixer = TransformMix(4, saliency=teacher, size=16)
     objective = SearchObjective(mixer, teacher, calibrated=calibrated).train()
     assert mixer.training and not teacher.training
-    optimizer = torch.optim.SGD(mixer.parameters(), lr=0.05)
+    optimizer = torch.optim.SGD(mixer.parameters(), lr=0.01)  # at 0.05 the plain CE overshoots from some starts
     losses = []
     for _ in range(8):
         loss, _ = objective(x, y, generator=torch.Generator().manual_seed(0))
