@@ -520,3 +520,21 @@ def test_val_interval_evaluates_every_n_epochs_and_the_last_and_resumes_exactly(
     a, b = _weights(run / "last.pth.tar"), _weights(tmp_path / "resumed" / "last.pth.tar")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_grad_accum_steps_under_ddp_equal_one_batch_of_their_size(tmp_path):
+    # Two processes: the first batch of each group skips the all-reduce (no_sync); the step must still see both.
+    data = tmp_path / "data"
+    write_image_folder(data)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    common += ["tmix_aug.train", "--data-dir", str(data), *[str(a) for a in VIT[:-4]], "--device", "cpu"]
+    common += ["--opt", "sgd", "--momentum", "0.9", "--lr", "0.1", "--mixer", "none", "--epochs", "1"]
+    common += ["--mix-grid", "", "--output", str(tmp_path / "out")]
+    for name, batch in (("b4", ["-b", "4"]), ("b2x2", ["-b", "2", "--grad-accum-steps", "2"])):
+        done = subprocess.run(common + ["--experiment", name] + batch, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    b4, b2x2 = (_vit_weights(tmp_path / "out" / name / "last.pth.tar") for name in ("b4", "b2x2"))
+    assert b4.keys() == b2x2.keys() and len(b4) > 10
+    for name in b4:
+        torch.testing.assert_close(b2x2[name], b4[name], rtol=1e-5, atol=1e-6, msg=name)
