@@ -61,8 +61,8 @@ def test_every_timm_flag_is_accepted_with_timm_default(flag, example, default):
 
 def test_unsupported_flags_say_why_and_defaults_pass():
     train.check_args(parse(BASE))
-    with pytest.raises(ValueError, match="--grad-accum-steps: not supported by tmix-train: not implemented"):
-        train.check_args(parse(BASE + ["--grad-accum-steps", "2"]))
+    with pytest.raises(ValueError, match="--torchscript: not supported by tmix-train: a TorchScript model"):
+        train.check_args(parse(BASE + ["--torchscript"]))
     with pytest.raises(ValueError, match="--naflex-loader: .*patch sequences"):
         train.check_args(parse(BASE + ["--naflex-loader"]))
     train.check_args(parse(BASE + ["--grad-accum-steps", "1", "--wandb-project", "p"]))  # timm's defaults, inert

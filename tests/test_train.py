@@ -178,7 +178,8 @@ BAD_INPUT = [
     (["--mixer", "puzzlemix"], "argument --mixer: invalid choice: 'puzzlemix'"),
     (["--mixer", "transformmix", "--mixer-path", "no/such-mixer-here"], "no/such-mixer-here"),
     (["--mixer", "transformmix", "--mixer-mode", "bogus"], "--mixer-mode: without --mixer-path only saliency-softmax"),
-    (["--grad-accum-steps", "2"], "--grad-accum-steps: not supported by tmix-train"),
+    (["--grad-accum-steps", "0"], "--grad-accum-steps: expected a whole number >= 1, got 0"),
+    (["--val-interval", "0"], "--val-interval: expected a whole number >= 1, got 0"),
     (
         ["--mixer", "mixup", "--mixer-path", "x"],
         "--mixer-path: only --mixer transformmix loads weights",
@@ -438,3 +439,102 @@ def test_transmix_relabels_every_step(tmp_path, monkeypatch):
     for (targets, area_targets), target in zip(relabelled, used):
         assert torch.equal(target, targets)
     assert any(not torch.allclose(t, a) for t, a in relabelled)  # attention is not the area
+
+
+def _vit_weights(path):
+    from timm.models import load_state_dict
+
+    return load_state_dict(str(path))
+
+
+def test_grad_accum_steps_equal_one_batch_of_their_size(tmp_path):
+    # A ViT (LayerNorm, no BatchNorm) without mixing: 2 accumulated batches of 4 make the step of one batch of 8.
+    common = SYNTHETIC + VIT[:-4] + ["--opt", "sgd", "--momentum", "0.9", "--lr", "0.1", "--mixer", "none"]
+    common += ["--epochs", 1, "--mix-grid", "", "--output", tmp_path]
+    run_main(common + ["--experiment", "b8", "-b", 8])
+    run_main(common + ["--experiment", "b4x2", "-b", 4, "--grad-accum-steps", 2])
+    run_main(common + ["--experiment", "b4", "-b", 4])
+    b8, b4x2, b4 = (_vit_weights(tmp_path / name / "last.pth.tar") for name in ("b8", "b4x2", "b4"))
+    for name in b8:
+        torch.testing.assert_close(b4x2[name], b8[name], rtol=1e-5, atol=1e-6, msg=name)
+    # Without accumulation the same data take twice the steps: the comparison above can fail.
+    assert any(not torch.allclose(b4[name], b8[name], rtol=1e-4, atol=1e-5) for name in b8)
+
+
+def test_grad_accum_steps_step_after_each_group_and_after_a_last_short_one():
+    from types import SimpleNamespace
+
+    from tmix_aug.baselines import NoMix
+
+    args = train.build_parser().parse_args(["--grad-accum-steps", "2", "--smoothing", "0", "--no-progress"])
+    args.rank, args.distributed, args.sched_on_updates = 0, False, True
+    torch.manual_seed(0)
+    batches = [(torch.randn(3, 2, 2, 2), torch.randint(0, 3, (3,))) for _ in range(5)]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    reference = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    reference.load_state_dict(model.state_dict())
+    calls = {"ema": [], "sched": []}
+    ema = SimpleNamespace(update=lambda m, step: calls["ema"].append(step))
+    scheduler = SimpleNamespace(step_update=lambda num_updates: calls["sched"].append(num_updates))
+    metrics = train.train_one_epoch(
+        1, model, batches, torch.optim.SGD(model.parameters(), lr=0.5), NoMix(3), args, torch.device("cpu"),
+        scheduler=scheduler, model_ema=ema,
+    )
+    # By hand: 5 batches in groups of 2, 2 and 1; each loss divided by its group's size.
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    losses = []
+    for group in (batches[0:2], batches[2:4], batches[4:5]):
+        optimizer.zero_grad()
+        for x, y in group:
+            loss = torch.nn.functional.cross_entropy(reference(x), y)
+            (loss / len(group)).backward()
+            losses.append(loss.item())
+        optimizer.step()
+    for got, expected in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, expected)
+    assert calls == {"ema": [3, 4, 5], "sched": [4, 5, 6]}  # epoch 1 of 3 updates per epoch
+    assert metrics["loss"] == pytest.approx(sum(losses) / len(losses))
+    assert train.updates_per_epoch(5, 2) == 3 and train.updates_per_epoch(4, 2) == 2
+
+
+def test_val_interval_evaluates_every_n_epochs_and_the_last_and_resumes_exactly(tmp_path):
+    common = SYNTHETIC + FAST + ["--epochs", 3, "--val-interval", 2, "--mixer", "cutmix", "--mix-grid", ""]
+    common += ["--output", tmp_path]
+    run_main(common + ["--experiment", "straight"])
+    run = tmp_path / "straight"
+    rows = read_csv(run / "summary.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert [r["eval_top1"] == "" for r in rows] == [True, False, False]  # epoch 1 (2nd) and the last
+    assert all(float(r["train_loss"]) > 0 for r in rows)
+    data = json.loads((run / "summary.json").read_text())
+    assert [e["eval_top1"] is None for e in data["epochs"]] == [True, False, False]
+    assert data["best"]["epoch"] in (1, 2)
+    assert data["best"]["top1"] == max(e["eval_top1"] for e in data["epochs"][1:])
+    # The epoch without evaluation still wrote its checkpoint; resuming from it ends where the straight run ends.
+    assert (run / "checkpoint-0.pth.tar").is_file()
+    run_main(common + ["--experiment", "resumed", "--resume", run / "checkpoint-0.pth.tar"])
+    resumed = read_csv(tmp_path / "resumed" / "summary.csv")
+    assert [r["epoch"] for r in resumed] == ["1", "2"]
+    for key in ("lr", "train_loss", "eval_loss", "eval_top1"):
+        assert float(resumed[-1][key]) == pytest.approx(float(rows[-1][key]), rel=1e-5), key
+    a, b = _weights(run / "last.pth.tar"), _weights(tmp_path / "resumed" / "last.pth.tar")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_grad_accum_steps_under_ddp_equal_one_batch_of_their_size(tmp_path):
+    # Two processes: the first batch of each group skips the all-reduce (no_sync); the step must still see both.
+    data = tmp_path / "data"
+    write_image_folder(data)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    common += ["tmix_aug.train", "--data-dir", str(data), *[str(a) for a in VIT[:-4]], "--device", "cpu"]
+    common += ["--opt", "sgd", "--momentum", "0.9", "--lr", "0.1", "--mixer", "none", "--epochs", "1"]
+    common += ["--mix-grid", "", "--output", str(tmp_path / "out")]
+    for name, batch in (("b4", ["-b", "4"]), ("b2x2", ["-b", "2", "--grad-accum-steps", "2"])):
+        done = subprocess.run(common + ["--experiment", name] + batch, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    b4, b2x2 = (_vit_weights(tmp_path / "out" / name / "last.pth.tar") for name in ("b4", "b2x2"))
+    assert b4.keys() == b2x2.keys() and len(b4) > 10
+    for name in b4:
+        torch.testing.assert_close(b2x2[name], b4[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -357,8 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
 # timm's default stops the run with the reason. Flags that only matter together with one of
 # these (e.g. --wandb-project, --naflex-max-seq-len) are accepted, as they are inert in timm too.
 NOT_SUPPORTED = {
-    "grad_accum_steps": "not implemented: every batch is mixed and makes one optimizer step; raise --batch-size "
-    "or use more processes (torchrun) instead",
     "torchscript": "a TorchScript model cannot be hooked for CAMs (--saliency self) or TransMix; use --torchcompile",
     "model_dtype": "not implemented: the mixers and the loss run in float32; use --amp --amp-dtype bfloat16",
     "aug_splits": "AugMix splits put clean and augmented copies of each image in one batch; a batch mixer "
@@ -366,7 +364,6 @@ NOT_SUPPORTED = {
     "jsd_loss": "needs --aug-splits (AugMix copies kept apart), which a batch mixer cannot respect",
     "split_bn": "needs --aug-splits, which a batch mixer cannot respect",
     "model_ema_force_cpu": "not implemented: the EMA is kept and evaluated on the training device",
-    "val_interval": "not implemented: tmix-train evaluates and checkpoints after every epoch",
     "recovery_interval": "not implemented: resume is exact only from epoch checkpoints (the mixer's random "
     "streams are keyed by epoch)",
     "save_images": "not implemented; tmix-train draws the first mixed batch to --mix-grid (mix.png) instead",
@@ -457,6 +454,9 @@ def check_args(args: argparse.Namespace) -> None:
     for dest, reason in NOT_SUPPORTED.items():
         if getattr(args, dest) != parser.get_default(dest):
             raise ValueError(f"{_flag(dest)}: not supported by tmix-train: {reason}")
+    for dest in ("grad_accum_steps", "val_interval"):
+        if getattr(args, dest) < 1:
+            raise ValueError(f"{_flag(dest)}: expected a whole number >= 1, got {getattr(args, dest)}")
     if args.data and args.data_dir and args.data != args.data_dir:
         raise ValueError(
             f"DIR: given twice with different values ({args.data!r} and --data-dir {args.data_dir!r})"
@@ -597,10 +597,11 @@ def prepare_runtime(args: argparse.Namespace) -> None:
 
 
 def resolve_lr(args: argparse.Namespace) -> None:
-    """Set ``args.lr`` from --lr-base scaled to the global batch when --lr is not given (timm's rule)."""
+    """Set ``args.lr`` from --lr-base scaled to the global batch (per-process batch x processes x
+    --grad-accum-steps) when --lr is not given (timm's rule)."""
     if args.lr is not None:
         return
-    ratio = args.batch_size * args.world_size / args.lr_base_size
+    ratio = args.batch_size * args.world_size * args.grad_accum_steps / args.lr_base_size
     scale = args.lr_base_scale or (
         "sqrt" if any(o in args.opt.lower() for o in ("ada", "lamb")) else "linear"
     )
@@ -735,6 +736,11 @@ def _autocast(args: argparse.Namespace, device: torch.device):
     return torch.autocast(device.type, dtype=getattr(torch, args.amp_dtype))
 
 
+def updates_per_epoch(batches: int, accum_steps: int) -> int:
+    """Optimizer steps in an epoch of ``batches`` batches: one per ``accum_steps`` batches, the last partial group included."""
+    return (batches + accum_steps - 1) // accum_steps
+
+
 def train_one_epoch(
     epoch: int,
     model: nn.Module,
@@ -750,7 +756,12 @@ def train_one_epoch(
     transmix: Any = None,
     on_first_mix: Any = None,
 ) -> dict[str, float]:
-    """One pass over the training data; ``on_first_mix(x, y)`` is called after the first step.
+    """One pass over the training data; ``on_first_mix(x, y)`` is called after the first batch.
+
+    Every batch is mixed; its gradients are accumulated over ``args.grad_accum_steps`` batches
+    (each loss divided by the number of batches in its group) before one optimizer step, EMA
+    update and scheduler update. A last, shorter group at the end of the epoch still steps.
+    Under DDP the batches before a group's last one skip the gradient all-reduce (``no_sync``).
 
     Returns:
         loss (mean over all samples and processes), images_per_sec (all processes), and
@@ -759,14 +770,22 @@ def train_one_epoch(
     model.train()
     criterion = build_train_loss(args).to(device)
     generator = torch.Generator().manual_seed(stream_seed(args.seed, epoch, args.rank, bits=31))
-    updates_per_epoch = len(loader)
+    batches = len(loader)
+    group_size = args.grad_accum_steps
+    updates = updates_per_epoch(batches, group_size)
+    last_group_start = (updates - 1) * group_size
+    can_skip_sync = args.distributed and hasattr(model, "no_sync")
     losses = AverageMeter()
     timer = PhaseTimer(device)  # CUDA events: no host-device sync per step for timing
     bar = tqdm(
         loader, desc=f"train {epoch}", disable=args.no_progress or args.rank != 0, leave=False
     )
     start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
     for step, (x, y) in enumerate(bar):
+        update = step // group_size
+        in_group = (batches - last_group_start) if step >= last_group_start else group_size
+        need_update = step + 1 == batches or (step + 1) % group_size == 0
         if args.no_prefetcher:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         arrived = timer.mark()
@@ -775,39 +794,44 @@ def train_one_epoch(
         images = result.images
         if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(args, device):
-            logits = model(images)
-            targets = transmix.relabel(result) if transmix is not None else result.targets
-            loss = criterion(logits, targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"tmix-train: non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; stopped before "
-                "this epoch's checkpoint, so the last good one is kept: lower --lr, or check the data and mixer"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler(
-                loss,
-                optimizer,
-                clip_grad=args.clip_grad,
-                clip_mode=args.clip_mode,
-                parameters=model.parameters(),
-            )
-        else:
-            loss.backward()
-            if args.clip_grad is not None:
-                dispatch_clip_grad(model.parameters(), args.clip_grad, mode=args.clip_mode)
-            optimizer.step()
-        if model_ema is not None:
-            model_ema.update(model, step=epoch * updates_per_epoch + step)
-        if scheduler is not None and args.sched_on_updates:
-            scheduler.step_update(num_updates=epoch * updates_per_epoch + step + 1)
+        with model.no_sync() if can_skip_sync and not need_update else nullcontext():
+            with _autocast(args, device):
+                logits = model(images)
+                targets = transmix.relabel(result) if transmix is not None else result.targets
+                loss = criterion(logits, targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"tmix-train: non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; stopped before "
+                    "this epoch's checkpoint, so the last good one is kept: lower --lr, or check the data and mixer"
+                )
+            scaled = loss / in_group if in_group > 1 else loss
+            if scaler is not None:
+                scaler(
+                    scaled,
+                    optimizer,
+                    clip_grad=args.clip_grad,
+                    clip_mode=args.clip_mode,
+                    parameters=model.parameters(),
+                    need_update=need_update,
+                )
+            else:
+                scaled.backward()
+                if need_update:
+                    if args.clip_grad is not None:
+                        dispatch_clip_grad(model.parameters(), args.clip_grad, mode=args.clip_mode)
+                    optimizer.step()
+        if need_update:
+            optimizer.zero_grad(set_to_none=True)
+            if model_ema is not None:
+                model_ema.update(model, step=epoch * updates + update)
+            if scheduler is not None and args.sched_on_updates:
+                scheduler.step_update(num_updates=epoch * updates + update + 1)
         losses.update(loss.item(), x.shape[0])
         timer.add("mix", arrived, mixed)
         timer.add("step", arrived, timer.mark())
         if on_first_mix is not None and step == 0:
             on_first_mix(x, y)
-        if (step + 1) % args.log_interval == 0 or step + 1 == updates_per_epoch:
+        if need_update and ((update + 1) % args.log_interval == 0 or step + 1 == batches):
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     elapsed = time.perf_counter() - start
     seconds = timer.totals()
@@ -820,6 +844,12 @@ def train_one_epoch(
         "images_per_sec": float(totals[1]) / elapsed,
         "mixer_share": mix_time / step_time if step_time > 0 else 0.0,
     }
+
+
+def eval_columns(with_ema: bool) -> list[str]:
+    """The keys ``validate`` returns, and their ``ema_`` copies when an EMA model is evaluated too."""
+    keys = ["loss", "top1", "top5"]
+    return keys + [f"ema_{key}" for key in keys] if with_ema else keys
 
 
 def validate(
@@ -963,7 +993,8 @@ def probe_mixer(
 
 
 def read_history(path: str, start_epoch: int) -> list[dict[str, Any]]:
-    """The rows of summary.csv before ``start_epoch``; the file is rewritten (atomically) with only those."""
+    """The rows of summary.csv before ``start_epoch``; the file is rewritten (atomically) with only those.
+    Empty cells (the eval columns of an epoch skipped by --val-interval) read as None."""
     if not os.path.isfile(path):
         return []
     with open(path, newline="") as file:
@@ -978,7 +1009,10 @@ def read_history(path: str, start_epoch: int) -> list[dict[str, Any]]:
                 writer.writerows(kept)
 
         write_atomic(path, write)
-    return [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()} for row in kept]
+    return [
+        {key: int(value) if key == "epoch" else None if value == "" else float(value) for key, value in row.items()}
+        for row in kept
+    ]
 
 
 def setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -1105,11 +1139,11 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     scheduler, num_epochs = create_scheduler_v2(
         optimizer,
         **scheduler_kwargs(args, decreasing_metric=args.eval_metric == "loss"),
-        updates_per_epoch=len(train_loader),
+        updates_per_epoch=updates_per_epoch(len(train_loader), args.grad_accum_steps),
     )
     if scheduler is not None and start_epoch > 0:
         if args.sched_on_updates:
-            scheduler.step_update(start_epoch * len(train_loader))
+            scheduler.step_update(start_epoch * updates_per_epoch(len(train_loader), args.grad_accum_steps))
         else:
             scheduler.step(start_epoch)
     return dict(
@@ -1220,19 +1254,28 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         )
         if args.distributed and args.dist_bn:
             distribute_bn(model, args.world_size, args.dist_bn == "reduce")
-        eval_metrics = validate(model, state["eval_loader"], args, device)
-        if state["model_ema"] is not None:
-            ema_metrics = validate(
-                state["model_ema"].module, state["eval_loader"], args, device, desc="eval ema"
-            )
-            eval_metrics.update({f"ema_{key}": value for key, value in ema_metrics.items()})
+        # timm's --val-interval: evaluate every N epochs and at the last one. The other epochs
+        # keep the eval columns empty (None) and save last.pth.tar unranked, so resume stays exact.
+        evaluating = (epoch + 1) % args.val_interval == 0 or epoch + 1 == state["num_epochs"]
+        eval_metrics: dict[str, Any] = dict.fromkeys(eval_columns(state["model_ema"] is not None))
+        if evaluating:
+            eval_metrics = validate(model, state["eval_loader"], args, device)
+            if state["model_ema"] is not None:
+                ema_metrics = validate(
+                    state["model_ema"].module, state["eval_loader"], args, device, desc="eval ema"
+                )
+                eval_metrics.update({f"ema_{key}": value for key, value in ema_metrics.items()})
         lr = state["optimizer"].param_groups[0]["lr"]
         if state["scheduler"] is not None:
             state["scheduler"].step(epoch + 1, eval_metrics[args.eval_metric])
         if not primary:
             continue
         update_summary(
-            epoch, train_metrics, eval_metrics, os.path.join(output_dir, "summary.csv"), lr=lr
+            epoch,
+            train_metrics,
+            {key: "" if value is None else value for key, value in eval_metrics.items()},
+            os.path.join(output_dir, "summary.csv"),
+            lr=lr,
         )
         best_metric, best_epoch = saver.save_checkpoint(epoch, metric=eval_metrics[metric_key])
         row = {
@@ -1261,12 +1304,17 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
             default=str,
         )
         write_atomic(summary_path, lambda tmp, text=summary: Path(tmp).write_text(text))
+        evaluated = (
+            f"eval top-1 {eval_metrics['top1']:.2f}% top-5 {eval_metrics['top5']:.2f}%"
+            if evaluating
+            else f"no eval (--val-interval {args.val_interval})"
+        )
         _logger.info(
-            f"epoch {epoch}: train loss {train_metrics['loss']:.4f}, eval top-1 {eval_metrics['top1']:.2f}% "
-            f"top-5 {eval_metrics['top5']:.2f}%, {train_metrics['images_per_sec']:.0f} images/s, "
+            f"epoch {epoch}: train loss {train_metrics['loss']:.4f}, {evaluated}, "
+            f"{train_metrics['images_per_sec']:.0f} images/s, "
             f"mixer {100 * train_metrics['mixer_share']:.1f}% of step time"
         )
-    if primary and history:
+    if primary and history and history[-1]["eval_top1"] is not None:
         _logger.info(
             f"best {metric_key} {best.get(args.eval_metric)} at epoch {best.get('epoch')}; "
             f"last top-1 {history[-1]['eval_top1']:.2f}%; checkpoints and summary in {output_dir}"
