@@ -71,6 +71,7 @@ from .data import TRANSFER_DATASETS, check_num_classes, count_classes, create_im
 from .hub import bundled_image_size, choose_bundled
 from .mixing import BatchMixer
 from .registry import create_mixer, list_mixers
+from .saliency_loader import saliency_kwargs, tmix_train_loader, unpack_batch
 from .sampling import stream_seed
 from .step_timer import PhaseTimer
 from .teacher import load_teacher
@@ -348,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--teacher", default=None, metavar="MODEL", help="timm model giving CAMs for --saliency teacher")
     group.add_argument("--teacher-checkpoint", default=None, metavar="FILE", help="weights of --teacher")
     group.add_argument("--teacher-num-classes", type=int, default=None, metavar="N", help="classes of --teacher's checkpoint")
+    group.add_argument("--saliency-cache", default=None, metavar="memory|DIR",
+                       help="with --saliency teacher: compute the teacher's maps once per training image and carry "
+                       "them through the augmentation with their image; 'memory' keeps them in memory, a directory "
+                       "holds them in a safetensors file keyed to the teacher's weights and the data (reused by later runs)")
     group.add_argument("--transmix", action="store_true",
                        help="re-weight mixed labels by the ViT's class-token attention (TransMix)")
     return parser
@@ -533,6 +538,14 @@ def _check_mixer(args: argparse.Namespace) -> None:
         )
     if (args.saliency == "teacher") != (args.teacher is not None):
         raise ValueError("--teacher: give --teacher MODEL exactly when --saliency teacher")
+    if args.saliency_cache is not None and args.saliency != "teacher":
+        raise ValueError(
+            f"--saliency-cache: stores the maps of a fixed teacher, so it needs --saliency teacher (got --saliency "
+            f"{args.saliency or 'spectral (the default)'}): the model being trained changes its maps every step, "
+            "and spectral maps are cheap to compute per batch"
+        )
+    if args.saliency_cache == "":
+        raise ValueError("--saliency-cache: expected 'memory' or a directory, got an empty string")
     if args.teacher_checkpoint and not args.teacher:
         raise ValueError("--teacher-checkpoint: needs --teacher MODEL")
     if args.transmix and args.mixer == "none":
@@ -782,14 +795,15 @@ def train_one_epoch(
     )
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    for step, (x, y) in enumerate(bar):
+    for step, batch in enumerate(bar):
+        x, y, maps = unpack_batch(batch)  # maps: the teacher's stored maps with --saliency-cache
         update = step // group_size
         in_group = (batches - last_group_start) if step >= last_group_start else group_size
         need_update = step + 1 == batches or (step + 1) % group_size == 0
         if args.no_prefetcher:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         arrived = timer.mark()
-        result = mixer.mix(x, y, generator=generator)
+        result = mixer.mix(x, y, generator=generator, **saliency_kwargs(mixer, maps))
         mixed = timer.mark()
         images = result.images
         if args.channels_last:
@@ -1102,7 +1116,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         pin_memory=args.pin_mem,
         device=device,
     )
-    train_loader = create_loader(
+    cached = args.saliency_cache is not None  # the maps ride with their images through a plain DataLoader
+    train_loader = tmix_train_loader(args, train_set, mixer, data_config, num_classes, device) if cached else create_loader(
         train_set,
         input_size=data_config["input_size"],
         batch_size=args.batch_size,
