@@ -162,3 +162,21 @@ def test_search_refuses_a_cache_for_datasets_passed_in(tmp_path):
 
     with pytest.raises(ValueError, match="saliency_cache: needs the data read by the search"):
         tiny_run(tmp_path / "run", epochs=1, saliency_cache="memory")
+
+
+def test_saliency_input_size_sets_the_cam_pass(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from tmix_aug.saliency import ClassActivationMap
+
+    model = timm.create_model("cifar_resnet20", num_classes=4)
+    args = SimpleNamespace(saliency="self", saliency_input_size=16)
+    source = train.build_saliency(args, model, torch.device("cpu"))
+    assert isinstance(source, ClassActivationMap) and source.model is model and source.input_size == 16
+    maps = source(torch.randn(2, 3, 32, 32), torch.eye(4)[:2])
+    assert maps.shape == (2, 4, 4)  # ResNet-20 downsamples 4x: a 16 px pass gives 4x4 maps
+    assert train.build_saliency(SimpleNamespace(saliency="self", saliency_input_size=None), model, "cpu") is model
+    with pytest.raises(SystemExit):
+        run_main(SYNTHETIC + FAST + ["--mixer", "transformmix", "--mixer-mode", "saliency-softmax", "--saliency-input-size", 16,
+                                     "--output", tmp_path / "out"])  # fmt: skip
+    assert "--saliency-input-size: sets the CAM pass of --saliency self or teacher" in capsys.readouterr().err

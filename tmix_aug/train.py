@@ -71,6 +71,7 @@ from .data import TRANSFER_DATASETS, check_num_classes, count_classes, create_im
 from .hub import bundled_image_size, choose_bundled
 from .mixing import BatchMixer
 from .registry import create_mixer, list_mixers
+from .saliency import ClassActivationMap
 from .saliency_loader import saliency_kwargs, tmix_train_loader, unpack_batch
 from .sampling import stream_seed
 from .step_timer import PhaseTimer
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--teacher", default=None, metavar="MODEL", help="timm model giving CAMs for --saliency teacher")
     group.add_argument("--teacher-checkpoint", default=None, metavar="FILE", help="weights of --teacher")
     group.add_argument("--teacher-num-classes", type=int, default=None, metavar="N", help="classes of --teacher's checkpoint")
+    group.add_argument("--saliency-input-size", type=int, default=None, metavar="N",
+                       help="CAMs (--saliency self / teacher) from images resized so their longer side is at most N "
+                       "(default 112); e.g. 16 for 32 px images: a quarter of the CAM pass's cost")
     group.add_argument("--saliency-cache", default=None, metavar="memory|DIR",
                        help="with --saliency teacher: compute the teacher's maps once per training image and carry "
                        "them through the augmentation with their image; 'memory' keeps them in memory, a directory "
@@ -544,6 +548,11 @@ def _check_mixer(args: argparse.Namespace) -> None:
             f"{args.saliency or 'spectral (the default)'}): the model being trained changes its maps every step, "
             "and spectral maps are cheap to compute per batch"
         )
+    if args.saliency_input_size is not None and (args.saliency not in ("self", "teacher") or args.saliency_input_size < 1):
+        raise ValueError(
+            f"--saliency-input-size: sets the CAM pass of --saliency self or teacher to a size >= 1 "
+            f"(got {args.saliency_input_size} with --saliency {args.saliency or 'spectral'})"
+        )
     if args.saliency_cache == "":
         raise ValueError("--saliency-cache: expected 'memory' or a directory, got an empty string")
     if args.teacher_checkpoint and not args.teacher:
@@ -703,13 +712,15 @@ def build_mixer(
 
 def build_saliency(args: argparse.Namespace, model: nn.Module, device: torch.device) -> Any:
     """The saliency source of --saliency: the model itself, a frozen teacher, or "spectral"."""
+    if args.saliency == "spectral" or args.saliency is None:
+        return "spectral"
     if args.saliency == "self":
-        return model  # CAMs in eval mode without gradients; BatchNorm statistics stay untouched
-    if args.saliency == "teacher":
-        return load_teacher(
-            args.teacher, args.teacher_checkpoint, num_classes=args.teacher_num_classes, device=device
-        )
-    return "spectral"
+        source = model  # CAMs in eval mode without gradients; BatchNorm statistics stay untouched
+    else:
+        source = load_teacher(args.teacher, args.teacher_checkpoint, num_classes=args.teacher_num_classes, device=device)
+    if args.saliency_input_size is None:
+        return source
+    return ClassActivationMap(source, input_size=args.saliency_input_size)
 
 
 def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, int]:
