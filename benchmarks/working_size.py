@@ -62,7 +62,7 @@ def main() -> None:
                 for name, (size, cam_input) in methods.items():
                     saliency = teacher if cam_input is None else ClassActivationMap(teacher, input_size=cam_input)
                     mixer = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, saliency=saliency)
-                    mixer.size = size
+                    mixer.size = mixer.saliency.size = size
                     out = mixer.mix(x, y, generator=torch.Generator().manual_seed(1000 * seed + batch))
                     results[name].append(scores(teacher, out))
                 out = Mixup(10).mix(x, y, generator=torch.Generator().manual_seed(1000 * seed + batch))
