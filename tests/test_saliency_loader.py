@@ -180,3 +180,25 @@ def test_saliency_input_size_sets_the_cam_pass(tmp_path, capsys):
         run_main(SYNTHETIC + FAST + ["--mixer", "transformmix", "--mixer-mode", "saliency-softmax", "--saliency-input-size", 16,
                                      "--output", tmp_path / "out"])  # fmt: skip
     assert "--saliency-input-size: sets the CAM pass of --saliency self or teacher" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", ["flowers102", "oxford_iiit_pet", "stanford_cars", "fgvc_aircraft"])
+def test_the_transfer_datasets_can_be_keyed(tmp_path, monkeypatch, dataset):
+    from test_data import fake_aircraft, fake_cars, fake_flowers, fake_pets
+
+    from tmix_aug.data import TRANSFER_DATASETS, create_transfer_dataset
+    from tmix_aug.saliency_cache import dataset_fingerprint, file_samples
+
+    writers = {"flowers102": lambda root: fake_flowers(root, monkeypatch), "oxford_iiit_pet": fake_pets,
+               "stanford_cars": fake_cars, "fgvc_aircraft": fake_aircraft}  # fmt: skip
+    writers[dataset](str(tmp_path))
+    split = "trainval" if "trainval" in TRANSFER_DATASETS[dataset].splits else "train"
+    data = create_transfer_dataset(dataset, tmp_path, split)
+    samples = file_samples(data)
+    assert len(samples) == len(data) and all(os.path.isfile(path) for path, _ in samples)
+    assert [int(label) for _, label in samples] == [data[i][1] for i in range(len(data))]
+    before = dataset_fingerprint(data)
+    assert dataset_fingerprint(create_transfer_dataset(dataset, tmp_path, split)) == before
+    path = samples[-1][0]
+    os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))  # the file was replaced
+    assert dataset_fingerprint(data) != before

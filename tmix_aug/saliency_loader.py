@@ -89,7 +89,8 @@ def build_cache(
     except TypeError as error:
         raise ValueError(
             f"{FLAG}: cannot key stored maps to this data or teacher ({error}); use image folders, timm "
-            "datasets with samples, torchvision array datasets (torch/cifar10) or --dataset synthetic, or leave "
+            "datasets with a file list, the transfer datasets, torchvision array datasets (torch/cifar10) or "
+            "--dataset synthetic, or leave "
             f"{FLAG} out"
         ) from None
     return SaliencyCache.build(
