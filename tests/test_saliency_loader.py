@@ -202,3 +202,20 @@ def test_the_transfer_datasets_can_be_keyed(tmp_path, monkeypatch, dataset):
     path = samples[-1][0]
     os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))  # the file was replaced
     assert dataset_fingerprint(data) != before
+
+
+def test_search_under_torchrun_rank_0_writes_the_cache(tmp_path):
+    write_image_folder(tmp_path / "data", classes=2, per_class=8)
+    teacher = save_teacher(tmp_path / "teacher.safetensors", num_classes=2)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tmix_aug.search",
+        "--data-dir", str(tmp_path / "data"), "--teacher", "cifar_resnet20", "--teacher-checkpoint", str(teacher),
+        "--output", str(tmp_path / "out"), "--epochs", "1", "--batch-size", "4", "--workers", "0", "--val-samples", "4",
+        "--max-batches", "1", "--saliency-cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = list((tmp_path / "cache").glob("*.safetensors"))
+    assert len(files) == 1 and saliency_cache.read_metadata(files[0])["count"] == "16"
+    records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1] and records[1]["images_per_second"] > 0
