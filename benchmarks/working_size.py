@@ -7,7 +7,9 @@ Quality proxy (no independent judge checkpoint on this machine): the CIFAR ResNe
 soft-label cross-entropy against the lambda-mixed targets (lower: both inputs stay
 recognisable) and top-2 recovery (the two classes of a mixed image are its top-2
 predictions), for the bundled mixer run at S = 32 (its native size) and S = 16, with the
-teacher's CAMs as saliency; Mixup on the same pairs and lambdas as the reference. The teacher
+teacher's CAMs as saliency, and at S = 32 with the CAMs computed from the images resized to
+16 px (``ClassActivationMap(model, input_size=16)``: a quarter of the CAM pass's cost, the
+cheaper self-saliency of issue 14); Mixup on the same pairs and lambdas as the reference. The teacher
 is the model the bundled mixer was searched against, so the figures favour the mixer in
 absolute terms; the comparison between the two sizes is what this measures.
 """
@@ -26,6 +28,7 @@ import tmix_aug  # noqa: F401  (registers the CIFAR models with timm)
 from tmix_aug import TransformMix
 from tmix_aug.baselines import Mixup
 from tmix_aug.atomic import write_atomic
+from tmix_aug.saliency import ClassActivationMap
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -50,14 +53,16 @@ def main() -> None:
     subset = torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: args.limit].tolist())
     loader = torch.utils.data.DataLoader(subset, batch_size=128)
     teacher = timm.create_model("cifar_resnet20", num_classes=10, checkpoint_path=args.teacher_checkpoint).eval()
-    methods = {f"TransformMix `cifar10-resnet20`, S = {size}": size for size in (32, 16)}
+    methods = {f"TransformMix `cifar10-resnet20`, S = {size}": (size, None) for size in (32, 16)}
+    methods["TransformMix `cifar10-resnet20`, S = 32, CAMs from a 16 px pass"] = (32, 16)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in [*methods, "Mixup (same pairs and lambdas)"]}
     with torch.no_grad():
         for seed in range(args.seeds):
             for batch, (x, y) in enumerate(loader):
-                for name, size in methods.items():
-                    mixer = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, saliency=teacher)
-                    mixer.size = size
+                for name, (size, cam_input) in methods.items():
+                    saliency = teacher if cam_input is None else ClassActivationMap(teacher, input_size=cam_input)
+                    mixer = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, saliency=saliency)
+                    mixer.size = mixer.saliency.size = size
                     out = mixer.mix(x, y, generator=torch.Generator().manual_seed(1000 * seed + batch))
                     results[name].append(scores(teacher, out))
                 out = Mixup(10).mix(x, y, generator=torch.Generator().manual_seed(1000 * seed + batch))

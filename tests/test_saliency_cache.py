@@ -237,3 +237,16 @@ def test_under_torch_distributed_rank_0_writes_and_memory_caches_are_sharded(tmp
     for result in ranks:
         assert torch.equal(result["disk"], alone.maps.float()) and torch.equal(result["memory"], alone.maps.float())
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+
+def test_the_same_weights_with_another_padding_get_another_fingerprint():
+    import timm
+
+    torch.manual_seed(0)
+    symmetric = timm.create_model("mobilenetv2_050", num_classes=3).eval()
+    same = timm.create_model("mobilenetv2_050", num_classes=3, pad_type="same").eval()
+    same.load_state_dict(symmetric.state_dict())
+    assert source_fingerprint(symmetric) != source_fingerprint(same)
+    rebuilt = timm.create_model("mobilenetv2_050", num_classes=3).eval()
+    rebuilt.load_state_dict(symmetric.state_dict())
+    assert source_fingerprint(rebuilt) == source_fingerprint(symmetric)

@@ -42,7 +42,8 @@ def source_fingerprint(saliency: Any) -> str:
     """A hash of what decides the maps of a saliency source.
 
     For a ``ClassActivationMap`` (or a classifier module): every parameter and buffer of the
-    model (names, dtypes, shapes, values) and the CAM options; for ``SpectralResidual``: its
+    model (names, dtypes, shapes, values), its module tree (so that e.g. another padding of the
+    same weights counts) and the CAM options; for ``SpectralResidual``: its
     options. Other callables have no fingerprint: pass ``source_key=`` to ``build``.
 
     Raises:
@@ -53,6 +54,7 @@ def source_fingerprint(saliency: Any) -> str:
     if isinstance(saliency, ClassActivationMap):
         options = (saliency.class_source, saliency.input_size, saliency.mean, saliency.std)
         digest.update(f"cam {type(saliency.model).__name__} {options}".encode())
+        digest.update(repr(saliency.model).encode())
         for name, tensor in sorted(saliency.model.state_dict().items()):
             tensor = tensor.detach().cpu().contiguous()
             digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
@@ -70,8 +72,10 @@ def source_fingerprint(saliency: Any) -> str:
 def dataset_fingerprint(dataset: Dataset) -> str:
     """A hash of a dataset's identity, cheap enough to recompute at every start.
 
-    Image folders (torchvision's ``samples``, timm's ``reader.samples``): every relative
-    file path, label, file size and modification time. Array datasets (``data`` and
+    Image folders (torchvision's ``samples``, timm's ``reader.samples``, the file lists of
+    torchvision's Flowers102, OxfordIIITPet, StanfordCars and FGVCAircraft, also inside
+    ``tmix_aug.data.TransformedDataset`` and ``ConcatDataset``; see ``file_samples``): every
+    relative file path, label, file size and modification time. Array datasets (``data`` and
     ``targets``, e.g. torchvision's CIFAR10) and ``TensorDataset``: their contents. Anything
     else: pass ``dataset_key=`` to ``build``.
 
@@ -79,9 +83,7 @@ def dataset_fingerprint(dataset: Dataset) -> str:
         TypeError: for a dataset it cannot fingerprint.
     """
     digest = hashlib.sha256(f"{type(dataset).__name__} {len(dataset)}".encode())
-    samples = getattr(dataset, "samples", None)
-    if samples is None:
-        samples = getattr(getattr(dataset, "reader", None), "samples", None)
+    samples = file_samples(dataset)
     if samples is not None:
         paths = [str(path) for path, _ in samples]
         root = os.path.commonpath(paths) if paths else ""
@@ -104,6 +106,31 @@ def dataset_fingerprint(dataset: Dataset) -> str:
         f"dataset: cannot fingerprint a {type(dataset).__name__} (no samples, data/targets or tensors); "
         "pass dataset_key= (a string that changes whenever the data does) to SaliencyCache.build"
     )
+
+
+def file_samples(dataset: Dataset) -> list[tuple[Any, Any]] | None:
+    """The (file path, label) list behind a dataset read from image files, in item order, or None.
+
+    Looks at ``samples`` (torchvision's ImageFolder), ``reader.samples`` (timm), the lists
+    torchvision's Flowers102 / FGVCAircraft (``_image_files``, ``_labels``), OxfordIIITPet
+    (``_images``, ``_labels``) and StanfordCars (``_samples``) keep, and through wrappers with
+    one ``dataset`` (``tmix_aug.data.TransformedDataset``) or several (``ConcatDataset``).
+    """
+    for samples in (getattr(dataset, "samples", None), getattr(getattr(dataset, "reader", None), "samples", None),
+                    getattr(dataset, "_samples", None)):  # fmt: skip
+        if samples is not None:
+            return list(samples)
+    files = getattr(dataset, "_image_files", None) or getattr(dataset, "_images", None)
+    labels = getattr(dataset, "_labels", None)
+    if files is not None and labels is not None and len(files) == len(labels):
+        return list(zip(files, labels))
+    if isinstance(dataset, torch.utils.data.ConcatDataset):
+        parts = [file_samples(part) for part in dataset.datasets]
+        return None if any(part is None for part in parts) else [item for part in parts for item in part]
+    inner = getattr(dataset, "dataset", None)
+    if isinstance(inner, Dataset) and len(inner) == len(dataset) and not isinstance(dataset, torch.utils.data.Subset):
+        return file_samples(inner)
+    return None
 
 
 class _Prepared(Dataset):

@@ -71,6 +71,8 @@ from .data import TRANSFER_DATASETS, check_num_classes, count_classes, create_im
 from .hub import bundled_image_size, choose_bundled
 from .mixing import BatchMixer
 from .registry import create_mixer, list_mixers
+from .saliency import ClassActivationMap
+from .saliency_loader import saliency_kwargs, tmix_train_loader, unpack_batch
 from .sampling import stream_seed
 from .step_timer import PhaseTimer
 from .teacher import load_teacher
@@ -350,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--teacher-num-classes", type=int, default=None, metavar="N", help="classes of --teacher's checkpoint")
     group.add_argument("--teacher-kwargs", nargs="*", default={}, action=ParseKwargs,
                        help="extra create_model arguments of --teacher, as --model-kwargs, e.g. pad_type=same")
+    group.add_argument("--saliency-input-size", type=int, default=None, metavar="N",
+                       help="CAMs (--saliency self / teacher) from images resized so their longer side is at most N "
+                       "(default 112); e.g. 16 for 32 px images: a quarter of the CAM pass's cost")
+    group.add_argument("--saliency-cache", default=None, metavar="memory|DIR",
+                       help="with --saliency teacher: compute the teacher's maps once per training image and carry "
+                       "them through the augmentation with their image; 'memory' keeps them in memory, a directory "
+                       "holds them in a safetensors file keyed to the teacher's weights and the data (reused by later runs)")
     group.add_argument("--transmix", action="store_true",
                        help="re-weight mixed labels by the ViT's class-token attention (TransMix)")
     return parser
@@ -535,6 +544,19 @@ def _check_mixer(args: argparse.Namespace) -> None:
         )
     if (args.saliency == "teacher") != (args.teacher is not None):
         raise ValueError("--teacher: give --teacher MODEL exactly when --saliency teacher")
+    if args.saliency_cache is not None and args.saliency != "teacher":
+        raise ValueError(
+            f"--saliency-cache: stores the maps of a fixed teacher, so it needs --saliency teacher (got --saliency "
+            f"{args.saliency or 'spectral (the default)'}): the model being trained changes its maps every step, "
+            "and spectral maps are cheap to compute per batch"
+        )
+    if args.saliency_input_size is not None and (args.saliency not in ("self", "teacher") or args.saliency_input_size < 1):
+        raise ValueError(
+            f"--saliency-input-size: sets the CAM pass of --saliency self or teacher to a size >= 1 "
+            f"(got {args.saliency_input_size} with --saliency {args.saliency or 'spectral'})"
+        )
+    if args.saliency_cache == "":
+        raise ValueError("--saliency-cache: expected 'memory' or a directory, got an empty string")
     if args.teacher_checkpoint and not args.teacher:
         raise ValueError("--teacher-checkpoint: needs --teacher MODEL")
     if args.teacher_kwargs and not args.teacher:
@@ -694,17 +716,21 @@ def build_mixer(
 
 def build_saliency(args: argparse.Namespace, model: nn.Module, device: torch.device) -> Any:
     """The saliency source of --saliency: the model itself, a frozen teacher, or "spectral"."""
+    if args.saliency == "spectral" or args.saliency is None:
+        return "spectral"
     if args.saliency == "self":
-        return model  # CAMs in eval mode without gradients; BatchNorm statistics stay untouched
-    if args.saliency == "teacher":
-        return load_teacher(
+        source = model  # CAMs in eval mode without gradients; BatchNorm statistics stay untouched
+    else:
+        source = load_teacher(
             args.teacher,
             args.teacher_checkpoint,
             num_classes=args.teacher_num_classes,
             device=device,
             model_kwargs=args.teacher_kwargs,
         )
-    return "spectral"
+    if args.saliency_input_size is None:
+        return source
+    return ClassActivationMap(source, input_size=args.saliency_input_size)
 
 
 def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, int]:
@@ -790,14 +816,15 @@ def train_one_epoch(
     )
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    for step, (x, y) in enumerate(bar):
+    for step, batch in enumerate(bar):
+        x, y, maps = unpack_batch(batch)  # maps: the teacher's stored maps with --saliency-cache
         update = step // group_size
         in_group = (batches - last_group_start) if step >= last_group_start else group_size
         need_update = step + 1 == batches or (step + 1) % group_size == 0
         if args.no_prefetcher:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         arrived = timer.mark()
-        result = mixer.mix(x, y, generator=generator)
+        result = mixer.mix(x, y, generator=generator, **saliency_kwargs(mixer, maps))
         mixed = timer.mark()
         images = result.images
         if args.channels_last:
@@ -1110,7 +1137,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         pin_memory=args.pin_mem,
         device=device,
     )
-    train_loader = create_loader(
+    cached = args.saliency_cache is not None  # the maps ride with their images through a plain DataLoader
+    train_loader = tmix_train_loader(args, train_set, mixer, data_config, num_classes, device) if cached else create_loader(
         train_set,
         input_size=data_config["input_size"],
         batch_size=args.batch_size,

@@ -28,6 +28,9 @@ HELP = {
     "init_temperature": "mask temperature tau at the start of the search (lower: sharper mask boundaries)",
     "balance": "balanced masks: each input covers its lambda share of the image (default; --no-balance: the paper's masks)",
     "opt": "timm optimizer name (default momentum: SGD with momentum, the paper's)",
+    "saliency_cache": "'memory' or a directory: the teacher's maps of the training images are computed once, stored "
+    "(a safetensors file keyed to the teacher's weights and the data) and flipped with their image, instead of a CAM "
+    "pass every step",
     "calibrated": "score the teacher at its best temperature per batch (default; --no-calibrated: the paper's plain CE)",
 }
 

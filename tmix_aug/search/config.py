@@ -12,8 +12,9 @@ from ..mixer import MODES
 
 # Fields a resumed run may change without changing what it computes (paths, the stop point, notes).
 RESUMABLE_CHANGES = ("data_dir", "teacher_checkpoint", "output", "epochs", "resume", "overwrite", "push_to_hub", "card_notes")
-# Fields that change only the data order a worker count gives: a change is allowed, with a note.
-INEXACT_CHANGES = ("workers",)
+# Fields whose change is allowed, with a note, but makes the resumed run differ from an uninterrupted
+# one: the worker count changes the data order; stored maps differ from live ones by resampling.
+INEXACT_CHANGES = ("workers", "saliency_cache")
 
 
 @dataclass
@@ -59,6 +60,7 @@ class SearchConfig:
     overwrite: bool = False
     push_to_hub: str | None = None
     card_notes: str | None = None
+    saliency_cache: str | None = None  # "memory" or a directory: the teacher's maps of the training images computed once
 
     def check(self) -> None:
         """Raise ValueError naming the first field out of range (every number must be finite)."""
@@ -87,6 +89,8 @@ class SearchConfig:
             raise ValueError(f"opt: expected a timm optimizer name (timm.optim.list_optimizers()), got {self.opt!r}")
         if self.max_batches is not None and self.max_batches < 1:
             raise ValueError(f"max_batches: expected None or >= 1, got {self.max_batches}")
+        if self.saliency_cache == "":
+            raise ValueError("saliency_cache: expected 'memory' or a directory, got an empty string")
         if self.resume and self.overwrite:
             raise ValueError("resume/overwrite: choose one: resume continues the run in output, overwrite deletes it")
 
@@ -102,6 +106,8 @@ class SearchConfig:
             if item.name in RESUMABLE_CHANGES or item.name not in saved:
                 continue
             now, before = getattr(self, item.name), saved[item.name]
+            if item.name == "saliency_cache" and None not in (now, before):
+                continue  # memory or another directory: the same maps
             if now != before:
                 (inexact if item.name in INEXACT_CHANGES else refused).append(f"{item.name}: {before!r} -> {now!r}")
         return refused, inexact

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from timm.data import create_transform
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import Compose, RandomHorizontalFlip
 
 from ..data import count_classes, create_image_dataset
+from ..saliency_loader import build_cache, joint_augmentation
+from ..saliency_transforms import SaliencyDataset
 from .config import SearchConfig
 
 
@@ -36,3 +39,22 @@ def held_out_subset(dataset: Dataset, samples: int, seed: int) -> Dataset:
     # Random order on purpose: a sorted subset of a class-sorted folder would make most
     # batches, and so most mixed pairs, a single class.
     return Subset(dataset, np.random.default_rng(seed).permutation(len(dataset))[:samples].tolist())
+
+
+def with_stored_saliency(train: Dataset, held_out: Dataset, saliency, config: SearchConfig, num_classes: int, map_size: int, device: torch.device) -> SaliencyDataset:
+    """The training split as (image, stored teacher map, label) items (``saliency_cache``).
+
+    Each map is computed once from the teacher's clean view of the image (the held-out
+    transform), then flipped, resized and cropped with its image by the training transform.
+
+    Args:
+        train, held_out: the splits after ``set_transforms``.
+        saliency: the mixer's CAM source (the teacher).
+        map_size: side of the stored maps (the mixer's S).
+    """
+    augment, train.transform = train.transform, None
+    cache = build_cache(
+        train, saliency, where=config.saliency_cache, num_classes=num_classes, transform=held_out.transform,
+        map_size=map_size, batch_size=config.batch_size, workers=config.workers, device=device,
+    )  # fmt: skip
+    return SaliencyDataset(train, cache, joint_augmentation(augment))

@@ -23,12 +23,13 @@ from tqdm import tqdm
 from ..atomic import remove_stale_temporaries, write_atomic
 from ..data import check_num_classes
 from ..mixer import TransformMix
+from ..saliency_loader import unpack_batch
 from ..teacher import load_teacher
 from ..sampling import stream_seed
 from .card import search_card
 from .checkpoint import CheckpointContents, SearchCheckpoint
 from .config import SearchConfig
-from .datasets import held_out_subset, read_splits, set_transforms
+from .datasets import held_out_subset, read_splits, set_transforms, with_stored_saliency
 from .objective import SearchObjective
 from .output import publish, weights_loaded
 from .records import evaluate_teacher, held_out_record, transform_size
@@ -127,6 +128,11 @@ def prepare(config: SearchConfig, train_dataset: Dataset | None, val_dataset: Da
         set_transforms(train_dataset, val_dataset, data_config)
     elif train_dataset is None or val_dataset is None:
         raise ValueError("train_dataset/val_dataset: pass both datasets with a teacher")
+    elif config.saliency_cache is not None:
+        raise ValueError(
+            "saliency_cache: needs the data read by the search (data_dir / dataset) to store maps of the unaugmented "
+            "images; datasets passed to search() come already transformed"
+        )
     teacher = teacher.to(device).eval().requires_grad_(False)
     num_classes = teacher.get_classifier().out_features if hasattr(teacher, "get_classifier") else teacher.num_classes
     check_num_classes(num_classes, "teacher")
@@ -142,6 +148,8 @@ def prepare(config: SearchConfig, train_dataset: Dataset | None, val_dataset: Da
         init_temperature=config.init_temperature, balance=config.balance,
     ).to(device)  # fmt: skip
     probe_saliency(mixer, val_dataset, config)
+    if config.saliency_cache is not None:
+        train_dataset = with_stored_saliency(train_dataset, val_dataset.dataset, mixer.saliency.fn, config, num_classes, mixer.size, device)
     step_module: nn.Module = SearchObjective(mixer, teacher, calibrated=config.calibrated).train()
     if env.distributed:
         step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
@@ -244,10 +252,10 @@ def train_epoch(run: SearchRun, epoch: int) -> dict:
     sums = np.zeros(3)  # loss, mean shift, mean linear change
     started = time.perf_counter()
     bar = tqdm(total=steps, desc=f"search epoch {epoch + 1}/{config.epochs}", disable=not run.main, leave=False)
-    for step, (x, y) in enumerate(itertools.islice(loader, steps)):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for step, batch in enumerate(itertools.islice(loader, steps)):
+        x, y, maps = (None if part is None else part.to(device, non_blocking=True) for part in unpack_batch(batch))
         with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-            loss, result = run.step_module(x, y, generator=mix_generator)
+            loss, result = run.step_module(x, y, generator=mix_generator, saliency=maps)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"search: non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; stopped, and the last "

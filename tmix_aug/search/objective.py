@@ -37,18 +37,22 @@ class SearchObjective(nn.Module):
         self.teacher.eval()
         return self
 
-    def forward(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, MixResult]:
+    def forward(
+        self, x: Tensor, y: Tensor, generator: torch.Generator | None = None, saliency: Tensor | None = None
+    ) -> tuple[Tensor, MixResult]:
         """Mix and score one batch.
 
         Args:
             x: (N, C, H, W) images normalised for the teacher.
             y: (N,) int64 labels.
             generator: CPU generator for the mix draws.
+            saliency: (N, h, w) stored teacher maps of ``x`` (``saliency_cache``); None: the
+                mixer computes them.
 
         Returns:
             The mean loss (0-d) and the ``MixResult``.
         """
-        result = self.mixer.mix(x, y, generator=generator)
+        result = self.mixer.mix(x, y, generator=generator, saliency=saliency)
         logits = self.teacher(result.images).float()
         if self.calibrated:
             return calibrated_cross_entropy(logits, result.targets)[0], result
