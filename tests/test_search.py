@@ -201,3 +201,21 @@ def test_bad_config_is_named():
         SearchConfig(mode="x").check()
     with pytest.raises(ValueError, match="opt: expected a timm optimizer name"):
         SearchConfig(opt="nope").check()
+
+
+def test_teacher_kwargs_reach_the_teachers_create_model(tmp_path):
+    from tmix_aug.search.__main__ import main, parser
+
+    assert parser().parse_args(["--teacher-kwargs", "pad_type=same"]).teacher_kwargs == {"pad_type": "same"}
+    assert parser().parse_args([]).teacher_kwargs == {}
+    write_image_folder(tmp_path / "data")
+    narrow = timm.create_model("cifar_resnet20", num_classes=4, widths=(8, 16, 32))
+    safetensors.torch.save_file(narrow.state_dict(), tmp_path / "narrow.safetensors")
+    command = ["--data-dir", str(tmp_path / "data"), "--teacher", "cifar_resnet20", "--teacher-checkpoint", str(tmp_path / "narrow.safetensors")]
+    command += ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--val-samples", "8", "--max-batches", "1"]
+    main(command + ["--teacher-kwargs", "widths=(8, 16, 32)", "--output", str(tmp_path / "narrow")])
+    state = json.loads((tmp_path / "narrow" / "checkpoint" / "epoch-1" / "state.json").read_text())
+    assert state["config"]["teacher_kwargs"] == {"widths": [8, 16, 32]}
+    assert "widths" in (tmp_path / "narrow" / "README.md").read_text()
+    with pytest.raises(SystemExit):  # the default widths do not fit the checkpoint
+        main(command + ["--output", str(tmp_path / "default")])

@@ -538,3 +538,35 @@ def test_grad_accum_steps_under_ddp_equal_one_batch_of_their_size(tmp_path):
     assert b4.keys() == b2x2.keys() and len(b4) > 10
     for name in b4:
         torch.testing.assert_close(b2x2[name], b4[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_teacher_kwargs_reach_the_teachers_create_model(tmp_path, capsys):
+    from safetensors.torch import save_file
+    from timm.layers import Conv2dSame
+
+    narrow = train.timm.create_model("cifar_resnet20", num_classes=10, widths=(8, 16, 32))
+    save_file({k: v.contiguous() for k, v in narrow.state_dict().items()}, str(tmp_path / "narrow.safetensors"))
+    teacher = SYNTHETIC + FAST + ["--epochs", 1, "--mixer", "transformmix", "--mixer-mode", "saliency-softmax"]
+    teacher += ["--saliency", "teacher", "--teacher", "cifar_resnet20", "--teacher-checkpoint", tmp_path / "narrow.safetensors"]
+    teacher += ["--mix-grid", "", "--output", tmp_path]
+    run_main(teacher + ["--teacher-kwargs", "widths=(8, 16, 32)", "--experiment", "narrow"])
+    data = json.loads((tmp_path / "narrow" / "summary.json").read_text())
+    assert data["args"]["teacher_kwargs"] == {"widths": [8, 16, 32]} and len(data["epochs"]) == 1
+    # Without them the checkpoint does not fit the default widths, and the run stops before the first step.
+    with pytest.raises(SystemExit):
+        run_main(teacher + ["--experiment", "default"])
+    assert "cannot be loaded into cifar_resnet20" in capsys.readouterr().err
+
+    # The case: timm's MobileNetV2 with TF "same" padding as the teacher.
+    args = train.build_parser().parse_args(
+        ["--mixer", "saliencymix", "--saliency", "teacher", "--teacher", "mobilenetv2_100", "--teacher-kwargs", "pad_type=same"]
+    )
+    assert args.teacher_kwargs == {"pad_type": "same"}
+    same = train.build_saliency(args, None, torch.device("cpu"))
+    assert isinstance(same.conv_stem, Conv2dSame) and not same.training
+    args.teacher_kwargs = {}
+    assert not isinstance(train.build_saliency(args, None, torch.device("cpu")).conv_stem, Conv2dSame)
+    with pytest.raises(ValueError, match="--teacher-kwargs: needs --teacher MODEL"):
+        train.check_args(train.build_parser().parse_args(["--dataset", "synthetic", "--teacher-kwargs", "pad_type=same"]))
+    with pytest.raises(ValueError, match=r"teacher kwargs: mobilenetv2_100 does not accept \['no_such_argument'\]"):
+        train.load_teacher("mobilenetv2_100", None, model_kwargs={"no_such_argument": 1})

@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--teacher", default=None, metavar="MODEL", help="timm model giving CAMs for --saliency teacher")
     group.add_argument("--teacher-checkpoint", default=None, metavar="FILE", help="weights of --teacher")
     group.add_argument("--teacher-num-classes", type=int, default=None, metavar="N", help="classes of --teacher's checkpoint")
+    group.add_argument("--teacher-kwargs", nargs="*", default={}, action=ParseKwargs,
+                       help="extra create_model arguments of --teacher, as --model-kwargs, e.g. pad_type=same")
     group.add_argument("--transmix", action="store_true",
                        help="re-weight mixed labels by the ViT's class-token attention (TransMix)")
     return parser
@@ -535,6 +537,8 @@ def _check_mixer(args: argparse.Namespace) -> None:
         raise ValueError("--teacher: give --teacher MODEL exactly when --saliency teacher")
     if args.teacher_checkpoint and not args.teacher:
         raise ValueError("--teacher-checkpoint: needs --teacher MODEL")
+    if args.teacher_kwargs and not args.teacher:
+        raise ValueError("--teacher-kwargs: needs --teacher MODEL")
     if args.transmix and args.mixer == "none":
         raise ValueError("--transmix: re-weights mixed labels; choose a --mixer")
 
@@ -694,7 +698,11 @@ def build_saliency(args: argparse.Namespace, model: nn.Module, device: torch.dev
         return model  # CAMs in eval mode without gradients; BatchNorm statistics stay untouched
     if args.saliency == "teacher":
         return load_teacher(
-            args.teacher, args.teacher_checkpoint, num_classes=args.teacher_num_classes, device=device
+            args.teacher,
+            args.teacher_checkpoint,
+            num_classes=args.teacher_num_classes,
+            device=device,
+            model_kwargs=args.teacher_kwargs,
         )
     return "spectral"
 
@@ -893,7 +901,7 @@ def validate(
 # Settings a resumed run must share with its checkpoint: they decide what the saved state means.
 RESUME_MUST_MATCH = (
     "model", "num_classes", "opt", "model_ema", "amp", "amp_dtype",
-    "mixer", "mixer_path", "mixer_mode", "mixer_k", "saliency", "teacher",
+    "mixer", "mixer_path", "mixer_mode", "mixer_k", "saliency", "teacher", "teacher_kwargs",
 )  # fmt: skip
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from timm.utils import ParseKwargs
+
 from .config import SearchConfig
 from .loop import search
 
@@ -11,6 +13,7 @@ HELP = {
     "data_dir": "dataset root: an ImageFolder with train/ and validation/ (or val/) folders",
     "dataset": "timm dataset name ('' for an ImageFolder, e.g. torch/cifar10)",
     "teacher": "timm model name of the frozen teacher (tmix_aug's cifar_resnet20 etc. included)",
+    "teacher_kwargs": "extra timm create_model arguments of the teacher, e.g. pad_type=same (as timm's --model-kwargs)",
     "teacher_checkpoint": "teacher weights: .safetensors, or a state dict loaded with weights_only=True",
     "output": "directory of the learned mixer (config.json, model.safetensors, README.md, checkpoint/)",
     "max_batches": "stop each epoch after this many batches (quick runs)",
@@ -34,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(prog="tmix-search", description="Learn a TransformMix mixer under a frozen teacher.")
     for field in dataclasses.fields(SearchConfig):
         flag = "--" + field.name.replace("_", "-")
+        if field.name == "teacher_kwargs":
+            result.add_argument(flag, nargs="*", default={}, action=ParseKwargs, help=HELP[field.name])
+            continue
         if "bool" in str(field.type):
             result.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=HELP.get(field.name))
             continue

@@ -58,7 +58,7 @@ x, y = mixer(x, y)
 
 ## Search
 - Data: {data} at `{config.data_dir}` (train split `{config.train_split}`, held-out split `{config.val_split}`, {config.val_samples} held-out images at most).
-- Teacher: `{config.teacher}` from `{config.teacher_checkpoint}`, frozen; top-1 on the held-out images: {state.get('teacher_top1', float('nan')):.2f}%.
+- Teacher: `{config.teacher}`{f' with create_model arguments `{config.teacher_kwargs}`' if getattr(config, 'teacher_kwargs', None) else ''} from `{config.teacher_checkpoint}`, frozen; top-1 on the held-out images: {state.get('teacher_top1', float('nan')):.2f}%.
 - Input: {tuple(data_config.get('input_size') or ())}, mean {data_config.get('mean')}, std {data_config.get('std')}.
 - Objective: the teacher's soft-label cross-entropy on mixed images against the lambda-mixed labels{', with the teacher at the temperature that fits each batch best (calibrated; it does not reward blurring)' if getattr(config, 'calibrated', False) else ''}.
 - Optimiser: {OPTIMIZERS.get(getattr(config, 'opt', 'momentum'), config.opt)}, lr {config.lr}{f', momentum {config.momentum}' if getattr(config, 'opt', 'momentum') in ('momentum', 'sgd') else ''}, weight decay {config.weight_decay}, batch {config.batch_size}, constant learning rate; {state['epoch']} of {config.epochs} epochs run{'' if config.max_batches is None else f', at most {config.max_batches} batches per epoch'}.

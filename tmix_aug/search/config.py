@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from timm.optim import list_optimizers
 
@@ -32,6 +33,7 @@ class SearchConfig:
     val_split: str = "validation"
     teacher: str = "cifar_resnet20"
     teacher_checkpoint: str | None = None
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments of the teacher
     output: str = "runs/mixer"
     epochs: int = 100
     batch_size: int = 128
@@ -60,10 +62,12 @@ class SearchConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first field out of range (every number must be finite)."""
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{field.name}: expected a finite number, got {value}")
+                raise ValueError(f"{item.name}: expected a finite number, got {value}")
+        if not isinstance(self.teacher_kwargs, dict):
+            raise ValueError(f"teacher_kwargs: expected a dict of create_model arguments, got {self.teacher_kwargs!r}")
         positive = ("epochs", "batch_size", "lr", "alpha", "size", "val_samples", "init_temperature")
         for name in positive:
             if not getattr(self, name) > 0:
@@ -94,10 +98,10 @@ class SearchConfig:
             each change it can make but that stops the resumed run repeating an uninterrupted one.
         """
         refused, inexact = [], []
-        for field in dataclasses.fields(self):
-            if field.name in RESUMABLE_CHANGES or field.name not in saved:
+        for item in dataclasses.fields(self):
+            if item.name in RESUMABLE_CHANGES or item.name not in saved:
                 continue
-            now, before = getattr(self, field.name), saved[field.name]
+            now, before = getattr(self, item.name), saved[item.name]
             if now != before:
-                (inexact if field.name in INEXACT_CHANGES else refused).append(f"{field.name}: {before!r} -> {now!r}")
+                (inexact if item.name in INEXACT_CHANGES else refused).append(f"{item.name}: {before!r} -> {now!r}")
         return refused, inexact

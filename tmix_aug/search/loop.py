@@ -120,7 +120,9 @@ def prepare(config: SearchConfig, train_dataset: Dataset | None, val_dataset: Da
             raise ValueError("teacher_checkpoint: a search needs a teacher trained on the dataset; pass its weights")
         train_dataset, val_dataset, num_classes = read_splits(config)
         check_num_classes(num_classes, f"{config.data_dir} ({config.train_split})")
-        teacher = load_teacher(config.teacher, config.teacher_checkpoint, num_classes=num_classes)
+        teacher = load_teacher(
+            config.teacher, config.teacher_checkpoint, num_classes=num_classes, model_kwargs=config.teacher_kwargs
+        )
         data_config = resolve_data_config(model=teacher)
         set_transforms(train_dataset, val_dataset, data_config)
     elif train_dataset is None or val_dataset is None:
