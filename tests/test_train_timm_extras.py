@@ -2,7 +2,8 @@
 
 --model-dtype, --torchscript, --aug-splits/--jsd-loss/--split-bn, --model-ema-force-cpu,
 --recovery-interval (exact mid-epoch resume), --save-images, --tta, --log-wandb,
---train-img-sizes, --train-batches-per-epoch; and the reasons of the two still refused.
+--train-img-sizes, --train-batches-per-epoch, --kd-model-name (logit distillation); and the
+reason --naflex-loader is still refused.
 """
 
 from __future__ import annotations
@@ -334,9 +335,67 @@ def test_log_wandb_logs_each_epoch_when_installed(tmp_path, monkeypatch, capsys)
     )
 
 
-@pytest.mark.parametrize("flag", ["--naflex-loader", "--kd-model-name"])
-def test_the_flags_still_refused_say_why(flag, capsys, tmp_path):
-    argv = SYNTHETIC + FAST + ["--epochs", 1, "--output", tmp_path, flag] + (["resnet18"] if flag == "--kd-model-name" else [])
-    message = refused(argv, capsys)
-    assert f"{flag}: not supported by tmix-train: {train.NOT_SUPPORTED[flag[2:].replace('-', '_')]}" in message
-    assert set(train.NOT_SUPPORTED) == {"naflex_loader", "kd_model_name"}
+def test_naflex_loader_is_refused_with_the_reason(capsys, tmp_path):
+    message = refused(SYNTHETIC + FAST + ["--epochs", 1, "--output", tmp_path, "--naflex-loader"], capsys)
+    assert f"--naflex-loader: not supported by tmix-train: {train.NOT_SUPPORTED['naflex_loader']}" in message
+    assert "NaFlex batches are dicts of patch sequences of varying length, not (N, C, H, W) images" in message
+    assert set(train.NOT_SUPPORTED) == {"naflex_loader"}
+
+
+def test_recovery_resume_under_ddp_continues_every_process_exactly(tmp_path):
+    # Two CPU processes: the recovery point holds both processes' streams; resuming from it ends where the straight run ends.
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tmix_aug.train"]
+    command += [str(a) for a in RECOVERY + TRANSFORMMIX] + ["--synthetic-samples", "64", "--device", "cpu"]
+    command += ["--recovery-interval", "2", "--output", str(tmp_path)]
+    for extra in (["--experiment", "straight"], ["--experiment", "late", "--resume", str(tmp_path / "straight" / "recovery-1-1.pth.tar")]):
+        done = subprocess.run(command + extra, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    point = read_checkpoint(tmp_path / "straight" / "recovery-1-1.pth.tar")["recovery"]
+    assert len(point["ranks"]) == 2 and not torch.equal(point["ranks"][0]["generator"], point["ranks"][1]["generator"])
+    a, c = _weights(tmp_path / "straight" / "last.pth.tar"), _weights(tmp_path / "late" / "last.pth.tar")
+    for name in a:
+        torch.testing.assert_close(c[name], a[name], rtol=0, atol=0, msg=name)
+    rows = [read_csv(tmp_path / name / "summary.csv")[-1] for name in ("straight", "late")]
+    assert rows[0]["train_loss"] == rows[1]["train_loss"] and rows[0]["eval_top1"] == rows[1]["eval_top1"]
+
+
+def test_kd_model_name_adds_timms_logit_distillation_on_the_mixed_batch(tmp_path, monkeypatch, capsys):
+    # timm's teacher comes with pretrained weights from the Hub; here a fixed random one stands in (no downloads).
+    def teacher(args, num_classes, in_chans):
+        torch.manual_seed(123)
+        return train.timm.create_model("cifar_resnet20", num_classes=num_classes, in_chans=in_chans)
+
+    monkeypatch.setattr(train, "kd_teacher_model", teacher)
+    common = SYNTHETIC + FAST + ["--epochs", 1, "--mixer", "cutmix", "--output", tmp_path]
+    kd = ["--kd-model-name", "cifar_resnet20", "--kd-temperature", "2", "--task-loss-weight", "0.25"]
+    args = parse(common + kd + ["--experiment", "kd"])
+    state = train.setup(args)
+    distill = state["distill"]
+    assert (distill.task_loss_weight, distill.distill_loss_weight, distill.temperature) == (0.25, 0.75, 2.0)
+    # The loss of a mixed batch: timm's weighting of this loop's loss and the KL to the teacher at temperature 2.
+    x = torch.randn(8, 3, 16, 16)
+    result = state["mixer"].mix(x, torch.arange(8) % 4, generator=torch.Generator().manual_seed(0))
+    student, frozen = state["model"].eval(), distill.teacher.model
+    with torch.no_grad():
+        got = distill(result.images, result.targets)["loss"]
+        logits, teacher_logits = student(result.images), frozen(result.images)  # same mean and std: no renormalising
+        kl = torch.nn.functional.kl_div(
+            torch.log_softmax(logits / 2, -1), torch.log_softmax(teacher_logits / 2, -1), reduction="batchmean", log_target=True
+        )
+        expected = 0.25 * train.build_train_loss(args)(logits, result.targets) + 0.75 * 4 * kl
+    torch.testing.assert_close(got, expected)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    train.run(args, state)
+    assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())  # the teacher is frozen
+    kd_loss = float(read_csv(tmp_path / "kd" / "summary.csv")[0]["train_loss"])
+    run_main(common + ["--experiment", "plain"])
+    assert kd_loss != float(read_csv(tmp_path / "plain" / "summary.csv")[0]["train_loss"])
+
+    assert "--kd-distill-type: feature distillation adds trainable projection layers" in refused(
+        common + kd + ["--kd-distill-type", "feature"], capsys
+    )
+    assert "--kd-model-name: not with --transmix: TransMix relabels the targets" in refused(common + kd + ["--transmix"], capsys)

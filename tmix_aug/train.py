@@ -43,6 +43,7 @@ from timm.layers import convert_splitbn_model, set_fast_norm
 from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, SoftTargetCrossEntropy
 from timm.models import load_checkpoint, resume_checkpoint
 from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.task import DistillationTeacher, LogitDistillationTask
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 from timm.utils import (
     CheckpointSaver,
@@ -364,9 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
 NOT_SUPPORTED = {
     "naflex_loader": "NaFlex batches are dicts of patch sequences of varying length, not (N, C, H, W) images; "
     "the mixers warp and blend images and this loop feeds images to the model; use timm's train.py for NaFlex",
-    "kd_model_name": "knowledge distillation (timm.task) replaces the model call and loss of the training step "
-    "and adds its own trainable state, which this loop does not wire in (--saliency teacher uses a teacher for "
-    "CAMs only); use timm's train.py with the recipe in the README",
 }
 MODEL_DTYPES = ("float32", "float16", "bfloat16")
 # Flags passed to timm's create_dataset; our synthetic and transfer datasets have no use for them.
@@ -541,6 +539,23 @@ def _check_timm_extras(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag}: timm's scheduled loader does not take --aug-splits")
         if args.use_multi_epochs_loader:
             raise ValueError(f"{flag}: timm's scheduled loader does not take --use-multi-epochs-loader")
+    if args.kd_model_name is not None:
+        if args.kd_distill_type != "logit":
+            raise ValueError(
+                f"--kd-distill-type: {args.kd_distill_type} distillation adds trainable projection layers "
+                f"{'and a distillation token ' if args.kd_distill_type == 'token' else ''}that this loop's optimizer, "
+                "checkpoints and evaluation do not carry; --kd-distill-type logit (timm's default) is supported"
+            )
+        if args.kd_loss_type != "kl":
+            raise ValueError(f"--kd-loss-type: timm's logit distillation has only 'kl', got {args.kd_loss_type!r}")
+        for flag, on in (("--transmix", args.transmix), ("--torchscript", args.torchscript)):
+            if on:
+                raise ValueError(
+                    f"--kd-model-name: not with {flag}: "
+                    + ("TransMix relabels the targets from the model call, which timm's distillation task makes itself"
+                       if flag == "--transmix" else "timm's distillation task reads the student's pretrained_cfg, "
+                       "which a TorchScript model does not keep")
+                )
     if args.log_wandb and args.wandb_resume_id and not args.resume:
         raise ValueError("--wandb-resume-id: continues the wandb run of a resumed training; give --resume too (as timm)")
 
@@ -821,6 +836,36 @@ def build_mixer(
     return mixer.to(device).eval()
 
 
+def kd_teacher_model(args: argparse.Namespace, num_classes: int, in_chans: int) -> nn.Module:
+    """The --kd-model-name teacher as timm's train.py makes it: the model with its pretrained weights."""
+    return timm.create_model(args.kd_model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+
+
+def build_distillation(
+    args: argparse.Namespace, model: nn.Module, num_classes: int, data_config: dict[str, Any], device: torch.device
+) -> LogitDistillationTask:
+    """timm's logit distillation task for --kd-model-name and its flags, around the student ``model``.
+
+    The teacher sees the mixed images (renormalised to its own mean and std, as in timm); the
+    task loss is this loop's loss on the mixed targets.
+    """
+    teacher = kd_teacher_model(args, num_classes, data_config["input_size"][0])
+    teacher = teacher.to(device=device, dtype=model_dtype(args)).requires_grad_(False)
+    teacher = DistillationTeacher(teacher, device=device, dtype=model_dtype(args))
+    return LogitDistillationTask(
+        student_model=model,
+        teacher_model=teacher,
+        criterion=build_train_loss(args).to(device),
+        loss_type=args.kd_loss_type,
+        distill_loss_weight=args.distill_loss_weight,
+        task_loss_weight=args.task_loss_weight,
+        temperature=args.kd_temperature,
+        device=device,
+        dtype=model_dtype(args),
+        verbose=args.rank == 0,
+    )
+
+
 def build_saliency(args: argparse.Namespace, model: nn.Module, device: torch.device) -> Any:
     """The saliency source of --saliency: the model itself, a frozen teacher, or "spectral"."""
     if args.saliency == "self":
@@ -896,13 +941,15 @@ def train_one_epoch(
     recovery: RecoveryWriter | None = None,
     resume_at: dict[str, Any] | None = None,
     batch_size_reference: float | None = None,
+    distill: Any = None,
 ) -> dict[str, float]:
     """One pass over the training data; ``on_first_mix(x, y)`` is called after the first batch.
 
     timm's extras: ``images_dir`` receives the mixed batch at each log step (--save-images);
     ``recovery`` writes a recovery point after every --recovery-interval updates; ``resume_at``
     (a recovery position) skips the batches trained before it and puts the random streams back;
-    ``batch_size_reference`` scales each batch's loss by its size under --variable-batch-loss-scale.
+    ``batch_size_reference`` scales each batch's loss by its size under --variable-batch-loss-scale;
+    ``distill`` (timm's LogitDistillationTask, --kd-model-name) makes the loss of the mixed batch.
 
     Every batch is mixed; its gradients are accumulated over ``args.grad_accum_steps`` batches
     (each loss divided by the number of batches in its group) before one optimizer step, EMA
@@ -957,9 +1004,12 @@ def train_one_epoch(
             images = images.contiguous(memory_format=torch.channels_last)
         with model.no_sync() if can_skip_sync and not need_update else nullcontext():
             with _autocast(args, device):
-                logits = model(images)
-                targets = transmix.relabel(result) if transmix is not None else result.targets
-                loss = criterion(logits, targets)
+                if distill is not None:  # the student's loss on the mixed targets plus its KL to the teacher
+                    loss = distill(images, result.targets)["loss"]
+                else:
+                    logits = model(images)
+                    targets = transmix.relabel(result) if transmix is not None else result.targets
+                    loss = criterion(logits, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"tmix-train: non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; stopped before "
@@ -1295,6 +1345,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
 
         transmix = TransMixLabels(model)
 
+    distill = build_distillation(args, model, num_classes, data_config, device) if args.kd_model_name else None
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
     scaler = NativeScaler(device=device.type) if args.amp and args.amp_dtype == "float16" else None
     start_epoch = 0
@@ -1333,6 +1384,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=not args.no_ddp_bb
         )
+    if distill is not None:
+        distill.trainable_module = train_model  # the student as trained: compiled and / or DDP-wrapped
 
     loader_common = dict(
         use_prefetcher=not args.no_prefetcher,
@@ -1406,6 +1459,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         num_epochs=num_epochs,
         start_epoch=start_epoch,
         recovery=recovery,
+        distill=distill,
         batch_size_reference=batch_size_reference,
         train_loader=train_loader,
         eval_loader=eval_loader,
@@ -1562,6 +1616,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
             recovery=recovery,
             resume_at=state.get("recovery") if epoch == state["start_epoch"] else None,
             batch_size_reference=state.get("batch_size_reference"),
+            distill=state.get("distill"),
         )
         if args.distributed and args.dist_bn:
             distribute_bn(model, args.world_size, args.dist_bn == "reduce")
