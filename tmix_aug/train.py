@@ -682,34 +682,11 @@ def resolve_lr(args: argparse.Namespace, batch_size: float | None = None) -> Non
     args.lr = args.lr_base * (math.sqrt(ratio) if scale == "sqrt" else ratio)
 
 
-def scheduled_loader_kwargs(args: argparse.Namespace, input_size: tuple) -> dict[str, Any]:
-    """timm's create_loader arguments of --train-img-sizes / --train-batches-per-epoch (timm's scheduled loader).
-
-    timm's own loader applies --train-batches-per-epoch only with --train-img-sizes; here it also
-    works alone, as a scheduled loader with the one --img-size, so an epoch is exactly that many batches.
-    """
-    if args.train_img_sizes is None and args.train_batches_per_epoch is None:
-        return {}
+def scheduled_sampler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """timm's ScheduledBatchSampler arguments of --train-batch-sizes, --train-size-* and --train-batches-per-epoch."""
+    choices = len(args.train_img_sizes) if args.train_img_sizes is not None else 1
     return dict(
-        input_size_choices=args.train_img_sizes or [tuple(input_size)],
-        batch_size_choices=args.train_batch_sizes,
-        batch_choice_weights=args.train_size_probs,
-        batch_choice_seed=args.seed,
-        batch_choice_schedule=args.train_size_schedule,
-        batch_schedule_epochs=args.epochs if args.train_size_schedule == "progressive" else None,
-        batch_schedule_spread=args.train_size_schedule_spread,
-        batch_schedule_random_mix=args.train_size_random_mix,
-        num_batches=args.train_batches_per_epoch,
-    )
-
-
-def scheduled_batch_size(args: argparse.Namespace, num_samples: int) -> float | None:
-    """The average batch size of timm's scheduled loader for --train-img-sizes (timm scales --lr-base by it), else None."""
-    if args.train_img_sizes is None:
-        return None
-    sampler = ScheduledBatchSampler(
-        range(num_samples),
-        batch_sizes=args.train_batch_sizes or [args.batch_size] * len(args.train_img_sizes),
+        batch_sizes=args.train_batch_sizes or [args.batch_size] * choices,
         choice_weights=args.train_size_probs,
         seed=args.seed,
         num_batches=args.train_batches_per_epoch,
@@ -718,7 +695,38 @@ def scheduled_batch_size(args: argparse.Namespace, num_samples: int) -> float | 
         schedule_spread=args.train_size_schedule_spread,
         schedule_random_mix=args.train_size_random_mix,
     )
-    return sampler.average_batch_size
+
+
+# create_loader's names of the ScheduledBatchSampler arguments
+_SCHEDULED_LOADER_NAMES = {
+    "batch_sizes": "batch_size_choices",
+    "choice_weights": "batch_choice_weights",
+    "seed": "batch_choice_seed",
+    "num_batches": "num_batches",
+    "choice_schedule": "batch_choice_schedule",
+    "schedule_epochs": "batch_schedule_epochs",
+    "schedule_spread": "batch_schedule_spread",
+    "schedule_random_mix": "batch_schedule_random_mix",
+}
+
+
+def scheduled_loader_kwargs(args: argparse.Namespace, input_size: tuple) -> dict[str, Any]:
+    """timm's create_loader arguments of --train-img-sizes / --train-batches-per-epoch (timm's scheduled loader).
+
+    timm's own loader applies --train-batches-per-epoch only with --train-img-sizes; here it also
+    works alone, as a scheduled loader with the one --img-size, so an epoch is exactly that many batches.
+    """
+    if args.train_img_sizes is None and args.train_batches_per_epoch is None:
+        return {}
+    kwargs = {_SCHEDULED_LOADER_NAMES[key]: value for key, value in scheduled_sampler_kwargs(args).items()}
+    return {"input_size_choices": args.train_img_sizes or [tuple(input_size)], **kwargs}
+
+
+def scheduled_batch_size(args: argparse.Namespace, num_samples: int) -> float | None:
+    """The average batch size of timm's scheduled loader for --train-img-sizes (timm scales --lr-base by it), else None."""
+    if args.train_img_sizes is None:
+        return None
+    return ScheduledBatchSampler(range(num_samples), **scheduled_sampler_kwargs(args)).average_batch_size
 
 
 def check_tta(args: argparse.Namespace, num_eval: int) -> None:
