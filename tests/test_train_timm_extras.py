@@ -96,9 +96,11 @@ def test_torchscript_trains_a_scripted_model_and_refuses_what_needs_hooks(tmp_pa
     run_main(common + ["--torchscript", "--mixer", "saliencymix", "--saliency", "spectral", "--experiment", "spectral"])
 
     message = refused(common + ["--torchscript", "--mixer", "transformmix", "--saliency", "self"], capsys)
-    assert "--torchscript: --saliency self read the model's features through forward hooks" in message
+    assert "--torchscript: --saliency self reads the model's features through forward hooks" in message
     message = refused(common + ["--torchscript", "--transmix"], capsys)
-    assert "--torchscript: --transmix read the model's features through forward hooks" in message
+    assert "--torchscript: --transmix reads the model's features through forward hooks" in message
+    message = refused(common + ["--torchscript", "--mixer", "transformmix", "--saliency", "self", "--transmix"], capsys)
+    assert "--torchscript: --saliency self and --transmix read the model's features" in message
     assert "--torchscript: timm cannot script a model with SyncBatchNorm" in refused(
         common + ["--torchscript", "--sync-bn"], capsys
     )
@@ -172,8 +174,8 @@ TIMM_MIXUP = ["--mixup", "0.8", "--cutmix", "1.0"]
 
 @pytest.mark.parametrize(
     "variant",
-    [TRANSFORMMIX, TRANSFORMMIX + ["--no-prefetcher"], TIMM_MIXUP],
-    ids=["transformmix", "transformmix-no-prefetcher", "timm-mixup"],
+    [TRANSFORMMIX, TRANSFORMMIX + ["--no-prefetcher"], TIMM_MIXUP, TIMM_MIXUP + ["-j", "2"]],
+    ids=["transformmix", "transformmix-no-prefetcher", "timm-mixup", "timm-mixup-2-workers"],
 )
 def test_recovery_interval_writes_recovery_points_and_resumes_mid_epoch_exactly(tmp_path, variant):
     common = RECOVERY + variant + ["--recovery-interval", 2, "--output", tmp_path]

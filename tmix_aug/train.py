@@ -501,7 +501,8 @@ def _check_timm_extras(args: argparse.Namespace) -> None:
         needs_hooks = [flag for flag, on in (("--saliency self", args.saliency == "self"), ("--transmix", args.transmix)) if on]
         if needs_hooks:
             raise ValueError(
-                f"--torchscript: {' and '.join(needs_hooks)} read the model's features through forward hooks, "
+                f"--torchscript: {' and '.join(needs_hooks)} read{'s' if len(needs_hooks) == 1 else ''} the model's "
+                "features through forward hooks, "
                 "which a TorchScript model does not run; use --torchcompile, or --saliency teacher/spectral"
             )
         if args.sync_bn:
