@@ -229,6 +229,8 @@ def test_recovery_point_of_another_process_count_is_refused(tmp_path, capsys):
     torch.save(checkpoint, path)
     message = refused(common + ["--experiment", "run", "--resume", path], capsys)
     assert "is a recovery point of 2 process(es); resume it with the same number (got 1)" in message
+    message = refused(common + ["--experiment", "run", "--resume", tmp_path / "run" / "recovery-0-2.pth.tar", "--start-epoch", "1"], capsys)
+    assert "--start-epoch: " in message and "is a recovery point inside epoch 0, which it continues" in message
 
 
 def test_train_batches_per_epoch_gives_exactly_n_steps(tmp_path):

@@ -1311,6 +1311,11 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     check_finite(args)
     output_dir = _output_dir(args)
     recovery = read_resume_checkpoint(args) if args.resume else None
+    if recovery is not None and args.start_epoch is not None:
+        raise ValueError(
+            f"--start-epoch: {args.resume!r} is a recovery point inside epoch {recovery['epoch']}, which it continues; "
+            "drop --start-epoch, or resume from an epoch checkpoint"
+        )
     train_set, eval_set, num_classes = build_datasets(args)
     check_num_classes(num_classes, f"{args.dataset or args.data_dir} ({args.train_split})")
     batch_size_reference = scheduled_batch_size(args, len(train_set))
