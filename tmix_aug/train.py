@@ -2,7 +2,8 @@
 
 Built on timm's public API: datasets and loaders (with the prefetcher), models, optimizers,
 schedulers, EMA, checkpoints and distributed set-up. Every flag of timm's train.py is accepted
-with its name, meaning and default (those not implemented stop the run with the reason), ``-c
+with its name, meaning and default (only --naflex-loader, and combinations that cannot work,
+stop the run with the reason), ``-c
 FILE`` reads a YAML config as timm does, and ``--mixup/--cutmix`` run timm's own Mixup; the
 mixer flags are ours. The mixer runs on the device inside the loop, after the batch arrives and
 before autocast, so it works with timm's prefetcher.
@@ -14,7 +15,8 @@ before autocast, so it works with timm's prefetcher.
 Each epoch appends train loss, eval top-1/top-5, images/s and the mixer's share of the step
 time to ``summary.csv`` and rewrites ``summary.json``; ``last.pth.tar`` and
 ``model_best.pth.tar`` are timm checkpoints; ``args.yaml`` holds the flags; ``mix.png`` shows
-the first mixed batch.
+the first mixed batch. With --recovery-interval N, ``recovery-EPOCH-UPDATE.pth.tar`` every N
+updates resumes inside its epoch, exactly (``tmix_aug.recovery``).
 """
 
 from __future__ import annotations
@@ -1523,8 +1525,8 @@ class RecoveryWriter:
     --resume from it continues the epoch as an uninterrupted run would. Called on every process;
     the primary one writes."""
 
-    def __init__(self, args: argparse.Namespace, saver: AtomicCheckpointSaver | None, device: torch.device) -> None:
-        self.args, self.saver, self.device = args, saver, device
+    def __init__(self, args: argparse.Namespace, saver: AtomicCheckpointSaver | None) -> None:
+        self.args, self.saver = args, saver
 
     def due(self, update: int) -> bool:
         """Whether a recovery point follows update ``update`` (0-based within the epoch)."""
@@ -1599,7 +1601,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     # timm's --model-ema-force-cpu: the average is kept on the CPU and not evaluated
     ema_evaluated = state["model_ema"] is not None and not args.model_ema_force_cpu
     metric_key = f"ema_{args.eval_metric}" if ema_evaluated else args.eval_metric
-    recovery = RecoveryWriter(args, saver, device) if args.recovery_interval else None
+    recovery = RecoveryWriter(args, saver) if args.recovery_interval else None
     for epoch in range(state["start_epoch"], state["num_epochs"]):
         random_seed(stream_seed(args.seed, epoch, 0, bits=31), args.rank)
         set_loader_epoch(state["train_loader"], epoch)
