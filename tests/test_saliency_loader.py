@@ -87,10 +87,13 @@ MISUSE = [
     (["--saliency", "spectral"], "--saliency-cache: stores the maps of a fixed teacher, so it needs --saliency teacher (got --saliency spectral)"),
     (["--saliency", "teacher", "--teacher", "cifar_resnet20", "--aa", "rand-m9-mstd0.5"],
      "--saliency-cache: the training augmentation has a step the stored maps cannot follow"),
+    (["--saliency", "teacher", "--teacher", "cifar_resnet20", "--train-batches-per-epoch", "2"],
+     "--saliency-cache: its loader is a plain DataLoader of one image size and one pass per epoch; "
+     "timm's scheduled loader (--train-batches-per-epoch) cannot carry the stored maps"),
 ]
 
 
-@pytest.mark.parametrize("extra, message", MISUSE, ids=["self", "spectral", "auto-augment"])
+@pytest.mark.parametrize("extra, message", MISUSE, ids=["self", "spectral", "auto-augment", "scheduled-loader"])
 def test_train_refuses_misuse_naming_the_flag(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
         run_main(
@@ -219,3 +222,16 @@ def test_search_under_torchrun_rank_0_writes_the_cache(tmp_path):
     assert len(files) == 1 and saliency_cache.read_metadata(files[0])["count"] == "16"
     records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1] and records[1]["images_per_second"] > 0
+
+
+def test_device_batches_cast_only_the_images_to_the_model_dtype():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from tmix_aug.saliency_loader import DeviceBatches
+
+    data = TensorDataset(torch.rand(4, 3, 8, 8), torch.rand(4, 8, 8), torch.arange(4))
+    x, maps, y = next(iter(DeviceBatches(DataLoader(data, batch_size=4), torch.device("cpu"), torch.bfloat16)))
+    assert x.dtype == torch.bfloat16 and maps.dtype == torch.float32 and y.dtype == torch.int64
+    assert torch.equal(x, data.tensors[0].to(torch.bfloat16))
+    x, _, _ = next(iter(DeviceBatches(DataLoader(data, batch_size=4), torch.device("cpu"))))
+    assert x.dtype == torch.float32

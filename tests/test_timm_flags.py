@@ -61,11 +61,30 @@ def test_every_timm_flag_is_accepted_with_timm_default(flag, example, default):
 
 def test_unsupported_flags_say_why_and_defaults_pass():
     train.check_args(parse(BASE))
-    with pytest.raises(ValueError, match="--torchscript: not supported by tmix-train: a TorchScript model"):
-        train.check_args(parse(BASE + ["--torchscript"]))
-    with pytest.raises(ValueError, match="--naflex-loader: .*patch sequences"):
+    assert set(train.NOT_SUPPORTED) == {"naflex_loader"}  # the rest is implemented
+    with pytest.raises(ValueError, match="--naflex-loader: not supported by tmix-train: NaFlex batches are dicts of patch sequences"):
         train.check_args(parse(BASE + ["--naflex-loader"]))
     train.check_args(parse(BASE + ["--grad-accum-steps", "1", "--wandb-project", "p"]))  # timm's defaults, inert
+
+
+# The fixture's example value of each flag tmix-train implements beyond the basic loop passes the
+# checks alone (test_train_timm_extras.py tests what each does); those that need a partner say so.
+ALONE_OK = ["--torchscript", "--model-dtype bfloat16", "--model-ema-force-cpu", "--recovery-interval 3", "--save-images",
+            "--tta 3", "--log-wandb", "--train-img-sizes 8 16", "--train-batches-per-epoch 3", "--aug-splits 3",
+            "--kd-model-name x"]
+NEEDS_PARTNER = {"--jsd-loss": "--jsd-loss: compares the AugMix splits", "--split-bn": "--split-bn: BatchNorm per split needs"}
+
+
+@pytest.mark.parametrize("flag", ALONE_OK)
+def test_implemented_timm_flags_pass_the_checks(flag):
+    train.check_args(parse(BASE + flag.split()))
+
+
+@pytest.mark.parametrize("flag", list(NEEDS_PARTNER))
+def test_timm_flags_needing_a_partner_say_which(flag):
+    with pytest.raises(ValueError, match=NEEDS_PARTNER[flag]):
+        train.check_args(parse(BASE + [flag]))
+    train.check_args(parse(BASE + [flag, "--aug-splits", "3"]))
 
 
 def test_workers_default_fits_the_machine():

@@ -144,16 +144,17 @@ class DeviceBatches:
     Has the loader's ``len`` and ``sampler`` (``set_epoch`` under DDP), as timm's loaders do.
     """
 
-    def __init__(self, loader: DataLoader, device: torch.device) -> None:
-        self.loader, self.device = loader, device
+    def __init__(self, loader: DataLoader, device: torch.device, image_dtype: torch.dtype | None = None) -> None:
+        self.loader, self.device, self.image_dtype = loader, device, image_dtype
         self.sampler = loader.sampler
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        for batch in self.loader:
-            yield tuple(part.to(self.device, non_blocking=True) for part in batch)
+        for x, *rest in self.loader:
+            x = x.to(self.device, dtype=self.image_dtype, non_blocking=True)
+            yield (x, *(part.to(self.device, non_blocking=True) for part in rest))
 
 
 def cached_saliency_loader(
@@ -168,6 +169,7 @@ def cached_saliency_loader(
     pin_memory: bool = False,
     aug_repeats: int = 0,
     worker_seeding: str = "all",
+    image_dtype: torch.dtype | None = None,
 ) -> DeviceBatches:
     """Shuffled training batches (x (N, C, H, W), maps (N, H, W), y (N,)) on ``device``; the last partial batch is dropped.
 
@@ -180,6 +182,7 @@ def cached_saliency_loader(
         cache: their maps (``build_cache``).
         transform: the training augmentation (a timm / torchvision v1 pipeline with ToTensor and
             Normalize, or its ``joint_augmentation``), applied to image and map alike.
+        image_dtype: the images' dtype on ``device`` (the model's, e.g. bfloat16); None keeps float32.
     """
     if aug_repeats and not distributed:
         raise ValueError(f"--aug-repeats: timm repeats augmentations only across distributed processes (with {FLAG} too)")
@@ -193,10 +196,13 @@ def cached_saliency_loader(
         items, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers, drop_last=True,
         pin_memory=pin_memory, worker_init_fn=partial(_worker_init, worker_seeding=worker_seeding), persistent_workers=False,
     )  # fmt: skip
-    return DeviceBatches(loader, device)
+    return DeviceBatches(loader, device, image_dtype)
 
 
-def tmix_train_loader(args: Any, dataset: Dataset, mixer: Any, data_config: dict, num_classes: int, device: torch.device) -> DeviceBatches:
+def tmix_train_loader(
+    args: Any, dataset: Dataset, mixer: Any, data_config: dict, num_classes: int, device: torch.device,
+    image_dtype: torch.dtype | None = None,
+) -> DeviceBatches:
     """tmix-train's training batches with ``--saliency-cache``: timm's training augmentation of
     the same flags as its ``create_loader`` path, applied to each image and its stored map.
 
@@ -227,4 +233,5 @@ def tmix_train_loader(args: Any, dataset: Dataset, mixer: Any, data_config: dict
     return cached_saliency_loader(
         dataset, cache, augmentation, batch_size=args.batch_size, workers=args.workers, device=device,
         distributed=args.distributed, pin_memory=args.pin_mem, aug_repeats=args.aug_repeats, worker_seeding=args.worker_seeding,
+        image_dtype=image_dtype,
     )  # fmt: skip

@@ -2,7 +2,8 @@
 
 Built on timm's public API: datasets and loaders (with the prefetcher), models, optimizers,
 schedulers, EMA, checkpoints and distributed set-up. Every flag of timm's train.py is accepted
-with its name, meaning and default (those not implemented stop the run with the reason), ``-c
+with its name, meaning and default (only --naflex-loader, and combinations that cannot work,
+stop the run with the reason), ``-c
 FILE`` reads a YAML config as timm does, and ``--mixup/--cutmix`` run timm's own Mixup; the
 mixer flags are ours. The mixer runs on the device inside the loop, after the batch arrives and
 before autocast, so it works with timm's prefetcher.
@@ -14,7 +15,8 @@ before autocast, so it works with timm's prefetcher.
 Each epoch appends train loss, eval top-1/top-5, images/s and the mixer's share of the step
 time to ``summary.csv`` and rewrites ``summary.json``; ``last.pth.tar`` and
 ``model_best.pth.tar`` are timm checkpoints; ``args.yaml`` holds the flags; ``mix.png`` shows
-the first mixed batch.
+the first mixed batch. With --recovery-interval N, ``recovery-EPOCH-UPDATE.pth.tar`` every N
+updates resumes inside its epoch, exactly (``tmix_aug.recovery``).
 """
 
 from __future__ import annotations
@@ -38,15 +40,18 @@ import timm
 import torch
 import torch.distributed as dist
 import yaml
-from timm.data import Mixup, create_loader, resolve_data_config
-from timm.layers import set_fast_norm
-from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
+from timm.data import AugMixDataset, Mixup, ScheduledBatchSampler, create_loader, resolve_data_config
+from timm.layers import convert_splitbn_model, set_fast_norm
+from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, SoftTargetCrossEntropy
 from timm.models import load_checkpoint, resume_checkpoint
 from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.task import DistillationTeacher, LogitDistillationTask
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 from timm.utils import (
     CheckpointSaver,
     ModelEmaV3,
+    get_state_dict,
+    unwrap_model,
     NativeScaler,
     AverageMeter,
     ParseKwargs,
@@ -70,6 +75,7 @@ from .baselines import NoMix
 from .data import TRANSFER_DATASETS, check_num_classes, count_classes, create_image_dataset
 from .hub import bundled_image_size, choose_bundled
 from .mixing import BatchMixer
+from .recovery import capture_streams, check_position, restore_streams
 from .registry import create_mixer, list_mixers
 from .saliency import ClassActivationMap
 from .saliency_loader import saliency_kwargs, tmix_train_loader, unpack_batch
@@ -366,26 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # timm train.py flags that tmix-train parses but does not implement: any value other than
 # timm's default stops the run with the reason. Flags that only matter together with one of
-# these (e.g. --wandb-project, --naflex-max-seq-len) are accepted, as they are inert in timm too.
+# these (e.g. --naflex-max-seq-len) are accepted, as they are inert in timm too.
 NOT_SUPPORTED = {
-    "torchscript": "a TorchScript model cannot be hooked for CAMs (--saliency self) or TransMix; use --torchcompile",
-    "model_dtype": "not implemented: the mixers and the loss run in float32; use --amp --amp-dtype bfloat16",
-    "aug_splits": "AugMix splits put clean and augmented copies of each image in one batch; a batch mixer "
-    "would mix across the copies",
-    "jsd_loss": "needs --aug-splits (AugMix copies kept apart), which a batch mixer cannot respect",
-    "split_bn": "needs --aug-splits, which a batch mixer cannot respect",
-    "model_ema_force_cpu": "not implemented: the EMA is kept and evaluated on the training device",
-    "recovery_interval": "not implemented: resume is exact only from epoch checkpoints (the mixer's random "
-    "streams are keyed by epoch)",
-    "save_images": "not implemented; tmix-train draws the first mixed batch to --mix-grid (mix.png) instead",
-    "tta": "not implemented: evaluation uses one centre crop",
-    "log_wandb": "wandb is not a dependency of tmix_aug; summary.csv and summary.json hold the same metrics",
-    "train_img_sizes": "not implemented: one image size per run (--img-size / --input-size)",
-    "train_batches_per_epoch": "not implemented: an epoch is one pass over the training data",
-    "naflex_loader": "NaFlex batches are patch sequences, not images; the mixers move and blend images",
-    "kd_model_name": "knowledge distillation is not part of tmix-train (--saliency teacher uses a teacher "
-    "for CAMs only); use timm's train.py with the recipe in the README",
+    "naflex_loader": "NaFlex batches are dicts of patch sequences of varying length, not (N, C, H, W) images; "
+    "the mixers warp and blend images and this loop feeds images to the model; use timm's train.py for NaFlex",
 }
+MODEL_DTYPES = ("float32", "float16", "bfloat16")
 # Flags passed to timm's create_dataset; our synthetic and transfer datasets have no use for them.
 DATASET_FLAGS = {
     "train_num_samples": "num_samples",
@@ -468,6 +460,7 @@ def check_args(args: argparse.Namespace) -> None:
     for dest in ("grad_accum_steps", "val_interval"):
         if getattr(args, dest) < 1:
             raise ValueError(f"{_flag(dest)}: expected a whole number >= 1, got {getattr(args, dest)}")
+    _check_timm_extras(args)
     if args.data and args.data_dir and args.data != args.data_dir:
         raise ValueError(
             f"DIR: given twice with different values ({args.data!r} and --data-dir {args.data_dir!r})"
@@ -504,6 +497,84 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--epochs, --batch-size: expected positive numbers, got {args.epochs} and {args.batch_size}"
         )
+
+
+def _check_timm_extras(args: argparse.Namespace) -> None:
+    """timm's rules for --model-dtype, --torchscript, AugMix splits, --tta, scheduled sizes and recovery points."""
+    if args.model_dtype is not None and args.model_dtype not in MODEL_DTYPES:
+        raise ValueError(f"--model-dtype: expected one of {', '.join(MODEL_DTYPES)}, got {args.model_dtype!r}")
+    if args.amp and args.model_dtype not in (None, "float32"):
+        raise ValueError(
+            f"--model-dtype: AMP (--amp) casts inside autocast and needs float32 weights, as in timm; "
+            f"drop --amp or --model-dtype {args.model_dtype}"
+        )
+    if args.torchscript:
+        needs_hooks = [flag for flag, on in (("--saliency self", args.saliency == "self"), ("--transmix", args.transmix)) if on]
+        if needs_hooks:
+            raise ValueError(
+                f"--torchscript: {' and '.join(needs_hooks)} read{'s' if len(needs_hooks) == 1 else ''} the model's "
+                "features through forward hooks, "
+                "which a TorchScript model does not run; use --torchcompile, or --saliency teacher/spectral"
+            )
+        if args.sync_bn:
+            raise ValueError("--torchscript: timm cannot script a model with SyncBatchNorm (--sync-bn)")
+    if args.aug_splits:
+        if args.aug_splits < 2:
+            raise ValueError(f"--aug-splits: expected 0 (off) or >= 2 splits, got {args.aug_splits} (as timm)")
+        if args.mixer != "none" or timm_mixup_active(args):
+            raise ValueError(
+                f"--aug-splits: each batch holds the clean image and {args.aug_splits - 1} AugMix cop"
+                f"{'y' if args.aug_splits == 2 else 'ies'} of it in separate rows; "
+                f"{'--mixer ' + args.mixer if args.mixer != 'none' else 'timm --mixup/--cutmix'} would mix rows "
+                "across those copies (timm's train.py refuses Mixup with splits too); use --mixer none"
+            )
+        if args.no_prefetcher:
+            raise ValueError(
+                "--aug-splits: the splits are stacked into one batch by timm's prefetcher collate; without it "
+                "(--no-prefetcher) a batch is a list of splits, which timm's train.py cannot train on either"
+            )
+    if args.jsd_loss and args.aug_splits < 2:
+        raise ValueError("--jsd-loss: compares the AugMix splits of each image; give --aug-splits N (N >= 2), as timm")
+    if args.split_bn and args.aug_splits < 2 and not args.resplit:
+        raise ValueError("--split-bn: BatchNorm per split needs --aug-splits N (N >= 2) or --resplit, as timm")
+    if args.split_bn and args.sync_bn:
+        raise ValueError("--split-bn: cannot be combined with --sync-bn (timm refuses it too)")
+    if args.tta < 0:
+        raise ValueError(f"--tta: expected 0 (off) or a number of copies >= 1, got {args.tta}")
+    if args.recovery_interval < 0:
+        raise ValueError(f"--recovery-interval: expected 0 (off) or a number of updates >= 1, got {args.recovery_interval}")
+    if args.train_batches_per_epoch is not None and args.train_batches_per_epoch < 1:
+        raise ValueError(f"--train-batches-per-epoch: expected a number of batches >= 1, got {args.train_batches_per_epoch}")
+    if args.train_img_sizes is not None or args.train_batches_per_epoch is not None:
+        flag = "--train-img-sizes" if args.train_img_sizes is not None else "--train-batches-per-epoch"
+        if args.aug_splits:
+            raise ValueError(f"{flag}: timm's scheduled loader does not take --aug-splits")
+        if args.use_multi_epochs_loader:
+            raise ValueError(f"{flag}: timm's scheduled loader does not take --use-multi-epochs-loader")
+    if args.kd_model_name is not None:
+        if args.kd_distill_type != "logit":
+            raise ValueError(
+                f"--kd-distill-type: {args.kd_distill_type} distillation adds trainable projection layers "
+                f"{'and a distillation token ' if args.kd_distill_type == 'token' else ''}that this loop's optimizer, "
+                "checkpoints and evaluation do not carry; --kd-distill-type logit (timm's default) is supported"
+            )
+        if args.kd_loss_type != "kl":
+            raise ValueError(f"--kd-loss-type: timm's logit distillation has only 'kl', got {args.kd_loss_type!r}")
+        for flag, on in (("--transmix", args.transmix), ("--torchscript", args.torchscript)):
+            if on:
+                raise ValueError(
+                    f"--kd-model-name: not with {flag}: "
+                    + ("TransMix relabels the targets from the model call, which timm's distillation task makes itself"
+                       if flag == "--transmix" else "timm's distillation task reads the student's pretrained_cfg, "
+                       "which a TorchScript model does not keep")
+                )
+    if args.log_wandb and args.wandb_resume_id and not args.resume:
+        raise ValueError("--wandb-resume-id: continues the wandb run of a resumed training; give --resume too (as timm)")
+
+
+def model_dtype(args: argparse.Namespace) -> torch.dtype | None:
+    """The dtype of --model-dtype (model weights and input images), or None for the default float32."""
+    return getattr(torch, args.model_dtype) if args.model_dtype else None
 
 
 def timm_mixup_active(args: argparse.Namespace) -> bool:
@@ -557,6 +628,14 @@ def _check_mixer(args: argparse.Namespace) -> None:
         )
     if args.saliency_cache == "":
         raise ValueError("--saliency-cache: expected 'memory' or a directory, got an empty string")
+    if args.saliency_cache is not None:
+        scheduled = [flag for flag, value in (("--train-img-sizes", args.train_img_sizes),
+                                              ("--train-batches-per-epoch", args.train_batches_per_epoch)) if value]
+        if scheduled:
+            raise ValueError(
+                f"--saliency-cache: its loader is a plain DataLoader of one image size and one pass per epoch; "
+                f"timm's scheduled loader ({' and '.join(scheduled)}) cannot carry the stored maps; drop one of them"
+            )
     if args.teacher_checkpoint and not args.teacher:
         raise ValueError("--teacher-checkpoint: needs --teacher MODEL")
     if args.teacher_kwargs and not args.teacher:
@@ -607,6 +686,7 @@ def train_loader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         grayscale_prob=args.grayscale_prob,
         gaussian_blur_prob=args.gaussian_blur_prob,
         num_aug_repeats=args.aug_repeats,
+        num_aug_splits=args.aug_splits,
         worker_seeding=args.worker_seeding,
         use_multi_epochs_loader=args.use_multi_epochs_loader,
     )
@@ -622,16 +702,82 @@ def prepare_runtime(args: argparse.Namespace) -> None:
         set_fast_norm()
 
 
-def resolve_lr(args: argparse.Namespace) -> None:
+def resolve_lr(args: argparse.Namespace, batch_size: float | None = None) -> None:
     """Set ``args.lr`` from --lr-base scaled to the global batch (per-process batch x processes x
-    --grad-accum-steps) when --lr is not given (timm's rule)."""
+    --grad-accum-steps) when --lr is not given (timm's rule). ``batch_size``: the per-process
+    batch when it is not -b (the average of timm's scheduled loader, ``scheduled_batch_size``)."""
     if args.lr is not None:
         return
-    ratio = args.batch_size * args.world_size * args.grad_accum_steps / args.lr_base_size
+    ratio = (batch_size or args.batch_size) * args.world_size * args.grad_accum_steps / args.lr_base_size
     scale = args.lr_base_scale or (
         "sqrt" if any(o in args.opt.lower() for o in ("ada", "lamb")) else "linear"
     )
     args.lr = args.lr_base * (math.sqrt(ratio) if scale == "sqrt" else ratio)
+
+
+def scheduled_sampler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """timm's ScheduledBatchSampler arguments of --train-batch-sizes, --train-size-* and --train-batches-per-epoch."""
+    choices = len(args.train_img_sizes) if args.train_img_sizes is not None else 1
+    return dict(
+        batch_sizes=args.train_batch_sizes or [args.batch_size] * choices,
+        choice_weights=args.train_size_probs,
+        seed=args.seed,
+        num_batches=args.train_batches_per_epoch,
+        choice_schedule=args.train_size_schedule,
+        schedule_epochs=args.epochs if args.train_size_schedule == "progressive" else None,
+        schedule_spread=args.train_size_schedule_spread,
+        schedule_random_mix=args.train_size_random_mix,
+    )
+
+
+# create_loader's names of the ScheduledBatchSampler arguments
+_SCHEDULED_LOADER_NAMES = {
+    "batch_sizes": "batch_size_choices",
+    "choice_weights": "batch_choice_weights",
+    "seed": "batch_choice_seed",
+    "num_batches": "num_batches",
+    "choice_schedule": "batch_choice_schedule",
+    "schedule_epochs": "batch_schedule_epochs",
+    "schedule_spread": "batch_schedule_spread",
+    "schedule_random_mix": "batch_schedule_random_mix",
+}
+
+
+def scheduled_loader_kwargs(args: argparse.Namespace, input_size: tuple) -> dict[str, Any]:
+    """timm's create_loader arguments of --train-img-sizes / --train-batches-per-epoch (timm's scheduled loader).
+
+    timm's own loader applies --train-batches-per-epoch only with --train-img-sizes; here it also
+    works alone, as a scheduled loader with the one --img-size, so an epoch is exactly that many batches.
+    """
+    if args.train_img_sizes is None and args.train_batches_per_epoch is None:
+        return {}
+    kwargs = {_SCHEDULED_LOADER_NAMES[key]: value for key, value in scheduled_sampler_kwargs(args).items()}
+    return {"input_size_choices": args.train_img_sizes or [tuple(input_size)], **kwargs}
+
+
+def scheduled_batch_size(args: argparse.Namespace, num_samples: int) -> float | None:
+    """The average batch size of timm's scheduled loader for --train-img-sizes (timm scales --lr-base by it), else None."""
+    if args.train_img_sizes is None:
+        return None
+    return ScheduledBatchSampler(range(num_samples), **scheduled_sampler_kwargs(args)).average_batch_size
+
+
+def check_tta(args: argparse.Namespace, num_eval: int) -> None:
+    """--tta N averages the logits of every N consecutive evaluation images (timm's meaning: the
+    evaluation set holds N augmented copies of each image in a row), so the rows must group exactly."""
+    if args.tta <= 1:
+        return
+    batch = args.validation_batch_size or args.batch_size
+    if args.distributed:
+        raise ValueError(
+            f"--tta: the {args.tta} copies of an image must be consecutive rows of one process's batches; "
+            "the distributed evaluation sampler deals rows to processes in turn"
+        )
+    if batch % args.tta or num_eval % args.tta:
+        raise ValueError(
+            f"--tta: the evaluation batch ({batch}) and the evaluation set ({num_eval} images) must be multiples "
+            f"of {args.tta}, so that each group of {args.tta} copies stays together"
+        )
 
 
 class TimmMixup(nn.Module):
@@ -678,11 +824,28 @@ def build_train_loss(args: argparse.Namespace) -> nn.Module:
     timm's ``LabelSmoothingCrossEntropy`` (its choice without mixing), and with --smoothing 0 it
     equals ``nn.CrossEntropyLoss``.
     """
+    if args.jsd_loss:  # only with --aug-splits and --mixer none (check_args): the targets are unmixed
+        return HardLabelLoss(JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing))
     if args.bce_loss:
         return BinaryCrossEntropy(
             target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight
         )
     return SoftTargetCrossEntropy()
+
+
+class HardLabelLoss(nn.Module):
+    """A loss of integer labels (timm's ``JsdCrossEntropy``) fed the loop's unmixed soft targets.
+
+    Unmixed targets are one-hot rows with label smoothing, so each row's largest entry is its label.
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits (N, num_classes), targets (N, num_classes) smoothed one-hot -> the scalar loss."""
+        return self.loss(logits, targets.argmax(dim=-1))
 
 
 def build_mixer(
@@ -712,6 +875,36 @@ def build_mixer(
         kwargs["saliency"] = build_saliency(args, model, device)
     mixer = create_mixer(args.mixer, num_classes, path=args.mixer_path, **kwargs)
     return mixer.to(device).eval()
+
+
+def kd_teacher_model(args: argparse.Namespace, num_classes: int, in_chans: int) -> nn.Module:
+    """The --kd-model-name teacher as timm's train.py makes it: the model with its pretrained weights."""
+    return timm.create_model(args.kd_model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+
+
+def build_distillation(
+    args: argparse.Namespace, model: nn.Module, num_classes: int, data_config: dict[str, Any], device: torch.device
+) -> LogitDistillationTask:
+    """timm's logit distillation task for --kd-model-name and its flags, around the student ``model``.
+
+    The teacher sees the mixed images (renormalised to its own mean and std, as in timm); the
+    task loss is this loop's loss on the mixed targets.
+    """
+    teacher = kd_teacher_model(args, num_classes, data_config["input_size"][0])
+    teacher = teacher.to(device=device, dtype=model_dtype(args)).requires_grad_(False)
+    teacher = DistillationTeacher(teacher, device=device, dtype=model_dtype(args))
+    return LogitDistillationTask(
+        student_model=model,
+        teacher_model=teacher,
+        criterion=build_train_loss(args).to(device),
+        loss_type=args.kd_loss_type,
+        distill_loss_weight=args.distill_loss_weight,
+        task_loss_weight=args.task_loss_weight,
+        temperature=args.kd_temperature,
+        device=device,
+        dtype=model_dtype(args),
+        verbose=args.rank == 0,
+    )
 
 
 def build_saliency(args: argparse.Namespace, model: nn.Module, device: torch.device) -> Any:
@@ -789,8 +982,19 @@ def train_one_epoch(
     model_ema: ModelEmaV3 | None = None,
     transmix: Any = None,
     on_first_mix: Any = None,
+    images_dir: str | None = None,
+    recovery: RecoveryWriter | None = None,
+    resume_at: dict[str, Any] | None = None,
+    batch_size_reference: float | None = None,
+    distill: Any = None,
 ) -> dict[str, float]:
     """One pass over the training data; ``on_first_mix(x, y)`` is called after the first batch.
+
+    timm's extras: ``images_dir`` receives the mixed batch at each log step (--save-images);
+    ``recovery`` writes a recovery point after every --recovery-interval updates; ``resume_at``
+    (a recovery position) skips the batches trained before it and puts the random streams back;
+    ``batch_size_reference`` scales each batch's loss by its size under --variable-batch-loss-scale;
+    ``distill`` (timm's LogitDistillationTask, --kd-model-name) makes the loss of the mixed batch.
 
     Every batch is mixed; its gradients are accumulated over ``args.grad_accum_steps`` batches
     (each loss divided by the number of batches in its group) before one optimizer step, EMA
@@ -814,15 +1018,30 @@ def train_one_epoch(
     bar = tqdm(
         loader, desc=f"train {epoch}", disable=args.no_progress or args.rank != 0, leave=False
     )
+    skip = resume_at["step"] + 1 if resume_at is not None else 0
+    resumed = resume_at["ranks"][args.rank] if resume_at is not None else None
+    if skip == 1:  # the streams when the first batch is fetched
+        restore_streams(resumed["before"], device)
+    streams = capture_streams(device) if recovery is not None else None
+    loss_scale = variable_loss_scale(args, batch_size_reference)
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(bar):
+        if step < skip:  # trained before the recovery point: read (the loader's draws) and dropped
+            if step == skip - 2:  # the loader may fetch the next batch before the saved step runs
+                restore_streams(resumed["before"], device)
+            elif step == skip - 1:
+                restore_streams(resumed["after"], device)
+                generator.set_state(resumed["generator"])
+                losses.sum, losses.count = resumed["loss_sum"], resumed["loss_count"]
+                streams = capture_streams(device) if recovery is not None else None
+            continue
         x, y, maps = unpack_batch(batch)  # maps: the teacher's stored maps with --saliency-cache
         update = step // group_size
         in_group = (batches - last_group_start) if step >= last_group_start else group_size
         need_update = step + 1 == batches or (step + 1) % group_size == 0
         if args.no_prefetcher:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, dtype=model_dtype(args), non_blocking=True), y.to(device, non_blocking=True)
         arrived = timer.mark()
         result = mixer.mix(x, y, generator=generator, **saliency_kwargs(mixer, maps))
         mixed = timer.mark()
@@ -831,15 +1050,20 @@ def train_one_epoch(
             images = images.contiguous(memory_format=torch.channels_last)
         with model.no_sync() if can_skip_sync and not need_update else nullcontext():
             with _autocast(args, device):
-                logits = model(images)
-                targets = transmix.relabel(result) if transmix is not None else result.targets
-                loss = criterion(logits, targets)
+                if distill is not None:  # the student's loss on the mixed targets plus its KL to the teacher
+                    loss = distill(images, result.targets)["loss"]
+                else:
+                    logits = model(images)
+                    targets = transmix.relabel(result) if transmix is not None else result.targets
+                    loss = criterion(logits, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"tmix-train: non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; stopped before "
                     "this epoch's checkpoint, so the last good one is kept: lower --lr, or check the data and mixer"
                 )
             scaled = loss / in_group if in_group > 1 else loss
+            if loss_scale is not None:  # timm's --variable-batch-loss-scale
+                scaled = scaled * loss_scale(x.shape[0])
             if scaler is not None:
                 scaler(
                     scaled,
@@ -868,6 +1092,13 @@ def train_one_epoch(
             on_first_mix(x, y)
         if need_update and ((update + 1) % args.log_interval == 0 or step + 1 == batches):
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if images_dir is not None and need_update and (update % args.log_interval == 0 or step + 1 == batches):
+            save_batch_images(images, os.path.join(images_dir, f"train-batch-{step}.jpg"))
+        if recovery is not None:
+            before, streams = streams, capture_streams(device)
+            if need_update and recovery.due(update):
+                own = {"before": before, "after": streams, "generator": generator.get_state()}
+                recovery.save(epoch, step, update, {**own, "loss_sum": losses.sum, "loss_count": losses.count})
     elapsed = time.perf_counter() - start
     seconds = timer.totals()
     mix_time, step_time = seconds.get("mix", 0.0), seconds.get("step", 0.0)
@@ -879,6 +1110,22 @@ def train_one_epoch(
         "images_per_sec": float(totals[1]) / elapsed,
         "mixer_share": mix_time / step_time if step_time > 0 else 0.0,
     }
+
+
+def variable_loss_scale(args: argparse.Namespace, batch_size_reference: float | None) -> Any:
+    """timm's --variable-batch-loss-scale with --train-img-sizes: a function of a batch's size giving
+    the factor on its loss (batch / the schedule's average batch, or its square root), or None."""
+    if args.train_img_sizes is None or args.variable_batch_loss_scale == "none" or not batch_size_reference:
+        return None
+    power = 0.5 if args.variable_batch_loss_scale == "sqrt" else 1.0
+    return lambda batch: (batch / batch_size_reference) ** power
+
+
+def save_batch_images(images: torch.Tensor, path: str) -> None:
+    """timm's --save-images: the (mixed) input batch (N, C, H, W) as one picture, each image stretched to its range."""
+    from torchvision.utils import save_image
+
+    write_atomic(path, lambda tmp: save_image(images.float(), tmp, format="JPEG", padding=0, normalize=True))
 
 
 def eval_columns(with_ema: bool) -> list[str]:
@@ -904,13 +1151,16 @@ def validate(
             loader, desc=desc, disable=args.no_progress or args.rank != 0, leave=False
         ):
             if args.no_prefetcher:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x, y = x.to(device, dtype=model_dtype(args), non_blocking=True), y.to(device, non_blocking=True)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(args, device):
                 logits = model(x)
+            if args.tta > 1:  # timm's --tta: each run of N rows is N copies of one image (check_tta)
+                logits = logits.unfold(0, args.tta, args.tta).mean(dim=2)
+                y = y[:: args.tta]
             top1, top5 = accuracy(logits.float(), y, topk=(1, 5))
-            n = x.shape[0]
+            n = logits.shape[0]
             totals += torch.stack(
                 [
                     criterion(logits.float(), y).double(),
@@ -928,13 +1178,38 @@ def validate(
 # Settings a resumed run must share with its checkpoint: they decide what the saved state means.
 RESUME_MUST_MATCH = (
     "model", "num_classes", "opt", "model_ema", "amp", "amp_dtype",
-    "mixer", "mixer_path", "mixer_mode", "mixer_k", "saliency", "teacher", "teacher_kwargs",
+    "mixer", "mixer_path", "mixer_mode", "mixer_k", "saliency", "teacher", "teacher_kwargs", "model_dtype",
 )  # fmt: skip
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
     """timm's CheckpointSaver, each checkpoint written to a temporary file and renamed
-    (through ``write_atomic``, so the fault-injection hook sees every checkpoint write)."""
+    (through ``write_atomic``, so the fault-injection hook sees every checkpoint write).
+
+    A recovery checkpoint also holds ``recovery``, its position within the epoch (``save_recovery_at``).
+    """
+
+    def __init__(self, *, model: nn.Module, model_ema: Any = None, **kwargs: Any) -> None:
+        # timm's hook for extra checkpoint entries is a "task" giving the weights' state: see get_checkpoint_state.
+        super().__init__(model=model, model_ema=model_ema, task=self, **kwargs)
+        self.recovery_position: dict[str, Any] | None = None
+
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = unwrap_model) -> dict[str, Any]:
+        """The entries timm's saver asks its task for: the model's (or EMA's) weights, and a recovery position."""
+        if ema:
+            return {} if self.model_ema is None else {"state_dict_ema": get_state_dict(self.model_ema, unwrap_fn)}
+        state = {"state_dict": get_state_dict(self.model, unwrap_fn)}
+        if self.recovery_position is not None:
+            state["recovery"] = self.recovery_position
+        return state
+
+    def save_recovery_at(self, epoch: int, update: int, position: dict[str, Any]) -> None:
+        """timm's recovery-EPOCH-UPDATE.pth.tar, with ``position`` (see ``tmix_aug.recovery``)."""
+        self.recovery_position = position
+        try:
+            self.save_recovery(epoch, batch_idx=update)
+        finally:
+            self.recovery_position = None
 
     def _save(self, save_path: str, epoch: int, metric: float | None = None) -> None:
         write_atomic(save_path, lambda tmp: super(AtomicCheckpointSaver, self)._save(tmp, epoch, metric))
@@ -949,7 +1224,10 @@ def _run_files(output_dir: str, args: argparse.Namespace) -> list[str]:
     return sorted(
         os.path.join(output_dir, name)
         for name in os.listdir(output_dir)
-        if name in names or name == args.mix_grid or (name.startswith(patterns) and name.endswith(".pth.tar"))
+        if name in names
+        or name == args.mix_grid
+        or (name.startswith(patterns) and name.endswith(".pth.tar"))
+        or (name.startswith("train-batch-") and name.endswith(".jpg"))  # --save-images
     )
 
 
@@ -977,8 +1255,13 @@ def check_finite(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')}: expected finite numbers, got {value}")
 
 
-def read_resume_checkpoint(args: argparse.Namespace) -> None:
-    """Check that --resume is a readable timm checkpoint written with compatible settings."""
+def read_resume_checkpoint(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Check that --resume is a readable timm checkpoint written with compatible settings.
+
+    Returns:
+        The position within its epoch when it is a mid-epoch recovery point (``--recovery-interval``;
+        see ``tmix_aug.recovery``), else None.
+    """
     path = args.resume
     if not os.path.isfile(path):
         raise ValueError(f"--resume: {path!r} is not a checkpoint file")
@@ -1001,6 +1284,10 @@ def read_resume_checkpoint(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--resume: {path!r} was written with other settings ({'; '.join(changed)}); resume with the same ones"
         )
+    position = checkpoint.get("recovery")
+    if position is not None:
+        check_position(position, path, args.world_size)
+    return position
 
 
 def probe_mixer(
@@ -1058,13 +1345,19 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     check_args(args)
     device = init_distributed_device(args)
     random_seed(args.seed, args.rank)
-    resolve_lr(args)
     check_finite(args)
     output_dir = _output_dir(args)
-    if args.resume:
-        read_resume_checkpoint(args)
+    recovery = read_resume_checkpoint(args) if args.resume else None
+    if recovery is not None and args.start_epoch is not None:
+        raise ValueError(
+            f"--start-epoch: {args.resume!r} is a recovery point inside epoch {recovery['epoch']}, which it continues; "
+            "drop --start-epoch, or resume from an epoch checkpoint"
+        )
     train_set, eval_set, num_classes = build_datasets(args)
     check_num_classes(num_classes, f"{args.dataset or args.data_dir} ({args.train_split})")
+    batch_size_reference = scheduled_batch_size(args, len(train_set))
+    resolve_lr(args, batch_size_reference)
+    check_tta(args, len(eval_set))
 
     prepare_runtime(args)
     model_kwargs = {**model_factory_kwargs(args), **args.model_kwargs, "num_classes": num_classes, "drop_rate": args.drop}
@@ -1074,6 +1367,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         if not os.path.isfile(args.pretrained_path):
             raise ValueError(f"--pretrained-path: {args.pretrained_path!r} is not a file")
         model_kwargs["pretrained_cfg_overlay"] = {"file": args.pretrained_path}
+    if args.torchscript:
+        model_kwargs["scriptable"] = True
     model = timm.create_model(
         args.model, pretrained=args.pretrained or bool(args.pretrained_path), **model_kwargs
     )
@@ -1081,11 +1376,17 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         load_checkpoint(model, args.initial_checkpoint)
     finish_model(args, model)
     data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
-    model.to(device)
+    if args.split_bn:  # timm's: BatchNorm statistics per AugMix split (or per --resplit half)
+        model = convert_splitbn_model(model, max(args.aug_splits, 2))
+    if args.model_dtype == "float16" and args.rank == 0:
+        _logger.warning("--model-dtype float16: timm does not recommend float16 for training; bfloat16 is safer")
+    model.to(device=device, dtype=model_dtype(args))
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     if args.distributed and args.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if args.torchscript:  # check_args refused what needs hooks (--saliency self, --transmix)
+        model = torch.jit.script(model)
 
     mixer = build_mixer(args, num_classes, model, device)
     probe_mixer(args, mixer, data_config["input_size"], num_classes, device)
@@ -1095,6 +1396,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
 
         transmix = TransMixLabels(model)
 
+    distill = build_distillation(args, model, num_classes, data_config, device) if args.kd_model_name else None
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
     scaler = NativeScaler(device=device.type) if args.amp and args.amp_dtype == "float16" else None
     start_epoch = 0
@@ -1112,11 +1414,18 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
             )
         except (RuntimeError, KeyError, ValueError) as error:
             raise ValueError(f"--resume: {args.resume!r} does not fit this model and optimizer ({error})") from None
+    if recovery is not None:  # a mid-epoch recovery point: the epoch it was written in continues
+        start_epoch = recovery["epoch"]
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
     model_ema = None
     if args.model_ema:
-        model_ema = ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
+        model_ema = ModelEmaV3(
+            model,
+            decay=args.model_ema_decay,
+            use_warmup=args.model_ema_warmup,
+            device=torch.device("cpu") if args.model_ema_force_cpu else None,
+        )
         if args.resume:
             load_checkpoint(model_ema.module, args.resume, use_ema=True)
     train_model = model
@@ -1126,6 +1435,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=not args.no_ddp_bb
         )
+    if distill is not None:
+        distill.trainable_module = train_model  # the student as trained: compiled and / or DDP-wrapped
 
     loader_common = dict(
         use_prefetcher=not args.no_prefetcher,
@@ -1136,9 +1447,12 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         distributed=args.distributed,
         pin_memory=args.pin_mem,
         device=device,
+        img_dtype=model_dtype(args) or torch.float32,
     )
+    if args.aug_splits:
+        train_set = AugMixDataset(train_set, num_splits=args.aug_splits)
     cached = args.saliency_cache is not None  # the maps ride with their images through a plain DataLoader
-    train_loader = tmix_train_loader(args, train_set, mixer, data_config, num_classes, device) if cached else create_loader(
+    train_loader = tmix_train_loader(args, train_set, mixer, data_config, num_classes, device, model_dtype(args)) if cached else create_loader(
         train_set,
         input_size=data_config["input_size"],
         batch_size=args.batch_size,
@@ -1154,6 +1468,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         color_jitter=args.color_jitter,
         auto_augment=args.aa,
         **train_loader_kwargs(args),
+        **scheduled_loader_kwargs(args, data_config["input_size"]),
         # Fresh workers each epoch, seeded from the epoch's stream (see run): persistent workers
         # keep the random state of the epoch they started in, so a resumed run would draw otherwise.
         persistent_workers=False,
@@ -1177,9 +1492,10 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         **scheduler_kwargs(args, decreasing_metric=args.eval_metric == "loss"),
         updates_per_epoch=updates_per_epoch(len(train_loader), args.grad_accum_steps),
     )
-    if scheduler is not None and start_epoch > 0:
+    if scheduler is not None and (start_epoch > 0 or recovery is not None):
         if args.sched_on_updates:
-            scheduler.step_update(start_epoch * updates_per_epoch(len(train_loader), args.grad_accum_steps))
+            done = start_epoch * updates_per_epoch(len(train_loader), args.grad_accum_steps)
+            scheduler.step_update(done + (recovery["update"] + 1 if recovery is not None else 0))
         else:
             scheduler.step(start_epoch)
     return dict(
@@ -1194,6 +1510,9 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         scheduler=scheduler,
         num_epochs=num_epochs,
         start_epoch=start_epoch,
+        recovery=recovery,
+        distill=distill,
+        batch_size_reference=batch_size_reference,
         train_loader=train_loader,
         eval_loader=eval_loader,
         data_config=data_config,
@@ -1204,12 +1523,69 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def set_loader_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader's dataset and (batch) sampler the epoch, as timm's train.py does: the
+    distributed sampler's order and the scheduled loader's sizes depend on it."""
+    dataset, batch_sampler, sampler = (getattr(loader, name, None) for name in ("dataset", "batch_sampler", "sampler"))
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    if hasattr(batch_sampler, "set_epoch"):
+        batch_sampler.set_epoch(epoch)
+    elif hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
+def start_wandb(args: argparse.Namespace, name: str) -> Any:
+    """timm's --log-wandb on the primary process: a wandb run, or None when off or when the wandb
+    package is missing (then, as timm, a warning and the run goes on; wandb is not a dependency)."""
+    if not args.log_wandb:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        _logger.warning("--log-wandb: the wandb package is not installed, so metrics are not sent to wandb "
+                        "(pip install wandb); training goes on, and summary.csv / summary.json hold them")
+        return None
+    return wandb.init(
+        project=args.wandb_project,
+        name=name,
+        config=vars(args),
+        tags=args.wandb_tags,
+        resume="must" if args.wandb_resume_id else None,
+        id=args.wandb_resume_id or None,
+    )
+
+
+class RecoveryWriter:
+    """timm's --recovery-interval: after every N-th optimizer update, a recovery checkpoint with the
+    position in the epoch and every process's random streams (``tmix_aug.recovery``), so that
+    --resume from it continues the epoch as an uninterrupted run would. Called on every process;
+    the primary one writes."""
+
+    def __init__(self, args: argparse.Namespace, saver: AtomicCheckpointSaver | None) -> None:
+        self.args, self.saver = args, saver
+
+    def due(self, update: int) -> bool:
+        """Whether a recovery point follows update ``update`` (0-based within the epoch)."""
+        return (update + 1) % self.args.recovery_interval == 0
+
+    def save(self, epoch: int, step: int, update: int, state: dict[str, Any]) -> None:
+        """Write ``recovery-EPOCH-UPDATE.pth.tar``; ``state``: this process's streams and running loss."""
+        states = [state]
+        if self.args.distributed:
+            states = [None] * self.args.world_size
+            dist.all_gather_object(states, state)
+        if self.saver is not None:
+            position = {"epoch": epoch, "step": step, "update": update, "ranks": states}
+            self.saver.save_recovery_at(epoch, update, position)
+
+
 def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     """Train from ``state`` (see ``setup``); return the summary written to ``summary.json``."""
     device, model, mixer = state["device"], state["model"], state["mixer"]
     primary = args.rank == 0
     output_dir = state["output_dir"]
-    saver = None
+    saver = wandb_run = None
     history: list[dict[str, Any]] = []
     if primary:
         if args.overwrite and not args.resume:
@@ -1232,6 +1608,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         )
         if args.resume:
             saver.load_state_dict_from_checkpoint(args.resume)
+        wandb_run = start_wandb(args, os.path.basename(output_dir))
         # summary.csv is the record of finished epochs: rows past the checkpoint are dropped.
         history = read_history(os.path.join(output_dir, "summary.csv"), state["start_epoch"])
         _logger.info(
@@ -1258,12 +1635,13 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         _logger.info(f"wrote {path}")
 
     best: dict[str, Any] = {}
-    metric_key = f"ema_{args.eval_metric}" if state["model_ema"] is not None else args.eval_metric
+    # timm's --model-ema-force-cpu: the average is kept on the CPU and not evaluated
+    ema_evaluated = state["model_ema"] is not None and not args.model_ema_force_cpu
+    metric_key = f"ema_{args.eval_metric}" if ema_evaluated else args.eval_metric
+    recovery = RecoveryWriter(args, saver) if args.recovery_interval else None
     for epoch in range(state["start_epoch"], state["num_epochs"]):
         random_seed(stream_seed(args.seed, epoch, 0, bits=31), args.rank)
-        sampler = getattr(state["train_loader"], "sampler", None)
-        if args.distributed and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        set_loader_epoch(state["train_loader"], epoch)
         mixing = args.mixer_off_epoch <= 0 or epoch < args.mixer_off_epoch
         first_mix = (
             save_grid
@@ -1287,16 +1665,21 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
             model_ema=state["model_ema"],
             transmix=state["transmix"] if mixing else None,
             on_first_mix=first_mix,
+            images_dir=output_dir if primary and args.save_images else None,
+            recovery=recovery,
+            resume_at=state.get("recovery") if epoch == state["start_epoch"] else None,
+            batch_size_reference=state.get("batch_size_reference"),
+            distill=state.get("distill"),
         )
         if args.distributed and args.dist_bn:
             distribute_bn(model, args.world_size, args.dist_bn == "reduce")
         # timm's --val-interval: evaluate every N epochs and at the last one. The other epochs
         # keep the eval columns empty (None) and save last.pth.tar unranked, so resume stays exact.
         evaluating = (epoch + 1) % args.val_interval == 0 or epoch + 1 == state["num_epochs"]
-        eval_metrics: dict[str, Any] = dict.fromkeys(eval_columns(state["model_ema"] is not None))
+        eval_metrics: dict[str, Any] = dict.fromkeys(eval_columns(ema_evaluated))
         if evaluating:
             eval_metrics = validate(model, state["eval_loader"], args, device)
-            if state["model_ema"] is not None:
+            if ema_evaluated:
                 ema_metrics = validate(
                     state["model_ema"].module, state["eval_loader"], args, device, desc="eval ema"
                 )
@@ -1321,6 +1704,8 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
             **{f"eval_{k}": v for k, v in eval_metrics.items()},
         }
         history.append(row)
+        if wandb_run is not None:
+            wandb_run.log({key: value for key, value in row.items() if value is not None})
         best = {"epoch": best_epoch, args.eval_metric: best_metric}
         summary = json.dumps(
             {
@@ -1350,6 +1735,8 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
             f"{train_metrics['images_per_sec']:.0f} images/s, "
             f"mixer {100 * train_metrics['mixer_share']:.1f}% of step time"
         )
+    if wandb_run is not None:
+        wandb_run.finish()
     if primary and history and history[-1]["eval_top1"] is not None:
         _logger.info(
             f"best {metric_key} {best.get(args.eval_metric)} at epoch {best.get('epoch')}; "
