@@ -13,8 +13,8 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 # released wheels of 1.0.25 to 1.0.31).
 TIMM_NEEDS = {
     "timm.layers.resolve_self_attn_mask": "1.0.26",  # transmix.py
-    "timm.utils.load_checkpoint_metadata": "1.0.31",  # train.py: reading --resume
-    "timm.utils.CheckpointSaver.load_state_dict_from_checkpoint": "1.0.31",  # train.py: resumed checkpoint history
+    "timm.utils.load_checkpoint_metadata": "1.0.31",  # train/checkpoints.py: reading --resume
+    "timm.utils.CheckpointSaver.load_state_dict_from_checkpoint": "1.0.31",  # train/runner.py: resumed checkpoint history
 }
 
 

@@ -201,7 +201,7 @@ def test_train_stops_at_a_non_finite_loss_keeping_the_last_good_checkpoint(tmp_p
         def forward(self, logits, targets):
             return (logits * float("nan")).sum()
 
-    monkeypatch.setattr(train, "SoftTargetCrossEntropy", NaNLoss)
+    monkeypatch.setattr("tmix_aug.train.losses.SoftTargetCrossEntropy", NaNLoss)
     argv = SYNTHETIC + FAST + ["--epochs", 3, "--mixer", "cutmix", "--output", tmp_path, "--experiment", "run"]
     with pytest.raises(FloatingPointError, match=r"tmix-train: non-finite loss \(nan\) at epoch 2, step 0"):
         train.train_from_args([str(a) for a in argv + ["--resume", run / "last.pth.tar"]])

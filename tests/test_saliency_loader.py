@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 import tmix_aug.saliency_cache as saliency_cache
-from tmix_aug import train
+from tmix_aug.train.batch_mixer import build_saliency
 from tmix_aug.saliency import SaliencySource
 from tmix_aug.saliency_loader import build_cache, clean_view, joint_augmentation
 from tmix_aug.search import SearchConfig, search
@@ -174,11 +174,11 @@ def test_saliency_input_size_sets_the_cam_pass(tmp_path, capsys):
 
     model = timm.create_model("cifar_resnet20", num_classes=4)
     args = SimpleNamespace(saliency="self", saliency_input_size=16)
-    source = train.build_saliency(args, model, torch.device("cpu"))
+    source = build_saliency(args, model, torch.device("cpu"))
     assert isinstance(source, ClassActivationMap) and source.model is model and source.input_size == 16
     maps = source(torch.randn(2, 3, 32, 32), torch.eye(4)[:2])
     assert maps.shape == (2, 4, 4)  # ResNet-20 downsamples 4x: a 16 px pass gives 4x4 maps
-    assert train.build_saliency(SimpleNamespace(saliency="self", saliency_input_size=None), model, "cpu") is model
+    assert build_saliency(SimpleNamespace(saliency="self", saliency_input_size=None), model, "cpu") is model
     with pytest.raises(SystemExit):
         run_main(SYNTHETIC + FAST + ["--mixer", "transformmix", "--mixer-mode", "saliency-softmax", "--saliency-input-size", 16,
                                      "--output", tmp_path / "out"])  # fmt: skip

@@ -14,6 +14,11 @@ from timm.data import Mixup
 from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from tmix_aug import train
+from tmix_aug.train.batch_mixer import build_mixer, TimmMixup
+from tmix_aug.train.data import build_datasets
+from tmix_aug.train.flag_checks import check_args, NOT_SUPPORTED
+from tmix_aug.train.flags import parse_args
+from tmix_aug.train.losses import build_train_loss
 from tmix_aug.baselines import NoMix
 
 FLAGS_FILE = Path(__file__).parent / "data" / "timm_train_flags.txt"
@@ -26,7 +31,7 @@ BASE = ["--dataset", "synthetic", "--model", "cifar_resnet20", "-b", "8"]
 
 
 def parse(argv):
-    args, _ = train.parse_args([str(a) for a in argv])
+    args, _ = parse_args([str(a) for a in argv])
     return args
 
 
@@ -49,22 +54,22 @@ def test_every_timm_flag_is_accepted_with_timm_default(flag, example, default):
         return  # reads a file: test_config_file_sets_defaults_and_the_command_line_wins
     args = parse(BASE + [flag, *example.split()])
     try:
-        train.check_args(args)
+        check_args(args)
     except ValueError as error:  # a flag tmix-train refuses says which one and why
         message = str(error)
         assert message.startswith(flag) or message.startswith("--"), message
         assert "unrecognized" not in message
         dest = action.dest
-        if dest in train.NOT_SUPPORTED:
-            assert f"not supported by tmix-train: {train.NOT_SUPPORTED[dest]}" in message
+        if dest in NOT_SUPPORTED:
+            assert f"not supported by tmix-train: {NOT_SUPPORTED[dest]}" in message
 
 
 def test_unsupported_flags_say_why_and_defaults_pass():
-    train.check_args(parse(BASE))
-    assert set(train.NOT_SUPPORTED) == {"naflex_loader"}  # the rest is implemented
+    check_args(parse(BASE))
+    assert set(NOT_SUPPORTED) == {"naflex_loader"}  # the rest is implemented
     with pytest.raises(ValueError, match="--naflex-loader: not supported by tmix-train: NaFlex batches are dicts of patch sequences"):
-        train.check_args(parse(BASE + ["--naflex-loader"]))
-    train.check_args(parse(BASE + ["--grad-accum-steps", "1", "--wandb-project", "p"]))  # timm's defaults, inert
+        check_args(parse(BASE + ["--naflex-loader"]))
+    check_args(parse(BASE + ["--grad-accum-steps", "1", "--wandb-project", "p"]))  # timm's defaults, inert
 
 
 # The fixture's example value of each flag tmix-train implements beyond the basic loop passes the
@@ -77,14 +82,14 @@ NEEDS_PARTNER = {"--jsd-loss": "--jsd-loss: compares the AugMix splits", "--spli
 
 @pytest.mark.parametrize("flag", ALONE_OK)
 def test_implemented_timm_flags_pass_the_checks(flag):
-    train.check_args(parse(BASE + flag.split()))
+    check_args(parse(BASE + flag.split()))
 
 
 @pytest.mark.parametrize("flag", list(NEEDS_PARTNER))
 def test_timm_flags_needing_a_partner_say_which(flag):
     with pytest.raises(ValueError, match=NEEDS_PARTNER[flag]):
-        train.check_args(parse(BASE + [flag]))
-    train.check_args(parse(BASE + [flag, "--aug-splits", "3"]))
+        check_args(parse(BASE + [flag]))
+    check_args(parse(BASE + [flag, "--aug-splits", "3"]))
 
 
 def test_workers_default_fits_the_machine():
@@ -121,10 +126,10 @@ def test_config_errors_name_file_and_key(tmp_path, capsys):
 def test_timm_mixup_flags_give_timm_mixup_exactly():
     args = parse(BASE + ["--mixup", "0.8", "--cutmix", "1.0", "--mixup-prob", "0.7", "--mixup-switch-prob", "0.3",
                          "--mixup-mode", "elem", "--smoothing", "0.1"])  # fmt: skip
-    train.check_args(args)
+    check_args(args)
     args.rank = 0
-    mixer = train.build_mixer(args, 10, torch.nn.Identity(), torch.device("cpu"))
-    assert isinstance(mixer, train.TimmMixup)
+    mixer = build_mixer(args, 10, torch.nn.Identity(), torch.device("cpu"))
+    assert isinstance(mixer, TimmMixup)
     # what timm's train.py builds for these flags
     reference = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_minmax=None, prob=0.7, switch_prob=0.3, mode="elem",
                       label_smoothing=0.1, num_classes=10)  # fmt: skip
@@ -142,10 +147,10 @@ def test_loss_is_timms_choice():
     logits, labels = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
     args = parse(BASE + ["--smoothing", "0.1"])
     targets = NoMix(5, label_smoothing=0.1).mix(torch.rand(6, 3, 4, 4), labels).targets
-    loss = train.build_train_loss(args)
+    loss = build_train_loss(args)
     assert isinstance(loss, SoftTargetCrossEntropy)
     assert torch.allclose(loss(logits, targets), LabelSmoothingCrossEntropy(0.1)(logits, labels))
-    bce = train.build_train_loss(parse(BASE + ["--bce-loss", "--bce-pos-weight", "2"]))
+    bce = build_train_loss(parse(BASE + ["--bce-loss", "--bce-pos-weight", "2"]))
     assert isinstance(bce, BinaryCrossEntropy)
     reference = BinaryCrossEntropy(smoothing=0.1, pos_weight=2.0)
     assert torch.allclose(bce(logits, targets), reference(logits, labels))
@@ -166,16 +171,16 @@ def test_loss_is_timms_choice():
 )
 def test_mixer_and_timm_mixup_combinations(extra, words):
     with pytest.raises(ValueError) as info:
-        train.check_args(parse(BASE + extra))
+        check_args(parse(BASE + extra))
     assert words in str(info.value)
 
 
 def test_transformmix_alone_picks_the_bundled_mixer_for_the_image_size(caplog):
     args = parse(BASE + ["--mixer", "transformmix", "--img-size", "16"])
-    train.check_args(args)
+    check_args(args)
     args.rank = 0
     with caplog.at_level("INFO", logger="tmix_aug.train"):
-        mixer = train.build_mixer(args, 4, torch.nn.Identity(), torch.device("cpu"))
+        mixer = build_mixer(args, 4, torch.nn.Identity(), torch.device("cpu"))
     assert args.mixer_path == "cifar10-resnet20" and mixer.k == 2
     assert "using the bundled mixer 'cifar10-resnet20' (made for 32 px images; these are 16 px)" in caplog.text
 
@@ -184,7 +189,7 @@ def test_a_runtime_error_is_not_a_usage_error(monkeypatch):
     def failing_setup(args):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(train, "setup", failing_setup)
+    monkeypatch.setattr("tmix_aug.train.runner.setup", failing_setup)
     with pytest.raises(RuntimeError, match="out of memory"):
         train.train_from_args(BASE + ["--epochs", "1"])
 
@@ -200,7 +205,7 @@ def test_timm_command_line_runs_and_writes_args_yaml(tmp_path):
     run = tmp_path / "timm"
     saved = yaml.safe_load((run / "args.yaml").read_text())
     assert (saved["mixup"], saved["cutmix"], saved["mixer_off_epoch"], saved["gp"]) == (0.8, 1.0, 1, "avg")
-    again, _ = train.parse_args(["-c", str(run / "args.yaml")])  # a run's args.yaml is a config file
+    again, _ = parse_args(["-c", str(run / "args.yaml")])  # a run's args.yaml is a config file
     assert vars(again) == {**vars(parse(argv)), "config": str(run / "args.yaml")}
     assert not (run / "mix.png").exists()  # timm's Mixup reports no masks to draw
 
@@ -214,8 +219,8 @@ def test_dataset_flags_reach_timm_for_an_image_folder(tmp_path):
             Image.new("RGB", (8, 8)).save(tmp_path / split / name / "0.png")
     (tmp_path / "classes.txt").write_text("banana\napple\n")
     args = parse(["--data-dir", tmp_path, "--class-map", tmp_path / "classes.txt", "--input-img-mode", "L"])
-    train.check_args(args)
-    train_set, eval_set, num_classes = train.build_datasets(args)
+    check_args(args)
+    train_set, eval_set, num_classes = build_datasets(args)
     assert num_classes == 2
     for dataset in (train_set, eval_set):
         assert dataset.reader.class_to_idx == {"banana": 0, "apple": 1}  # the map's order, not the folders'

@@ -9,11 +9,18 @@ import subprocess
 import sys
 
 import pytest
+import timm
 import torch
 from PIL import Image
 from timm.models import load_checkpoint
 
 from tmix_aug import train
+from tmix_aug.teacher import load_teacher
+from tmix_aug.train import runner
+from tmix_aug.train.batch_mixer import build_saliency
+from tmix_aug.train.flag_checks import check_args
+from tmix_aug.train.loop import train_one_epoch, updates_per_epoch
+from tmix_aug.train.state import setup
 
 # Tiny runs: 16 px images, a handful of samples, 1-2 epochs, no worker processes.
 FAST = [
@@ -76,7 +83,7 @@ def test_run_writes_metrics_checkpoints_and_picture(tmp_path):
 
 
 def _weights(path):
-    model = train.timm.create_model("cifar_resnet20", num_classes=4)
+    model = timm.create_model("cifar_resnet20", num_classes=4)
     load_checkpoint(model, str(path))
     return model.state_dict()
 
@@ -100,9 +107,9 @@ def test_resume_continues_schedule_and_mixer_stream(tmp_path):
 
     # The same run interrupted after its first epoch, then resumed.
     args = train.build_parser().parse_args([str(a) for a in common + ["--experiment", "resumed"]])
-    state = train.setup(args)
+    state = setup(args)
     state["num_epochs"] = 1
-    train.run(args, state)
+    runner.run(args, state)
     assert [r["epoch"] for r in read_csv(tmp_path / "resumed" / "summary.csv")] == ["0"]
     run_main(
         common + ["--experiment", "resumed", "--resume", tmp_path / "resumed" / "last.pth.tar"]
@@ -151,7 +158,7 @@ def test_mixer_off_epoch_and_saliency_from_the_model(tmp_path):
 def test_saliency_from_a_teacher_checkpoint(tmp_path):
     from safetensors.torch import save_file
 
-    teacher = train.timm.create_model("cifar_resnet20", num_classes=10)
+    teacher = timm.create_model("cifar_resnet20", num_classes=10)
     save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp_path / "t.safetensors"))
     run_main(
         SYNTHETIC
@@ -314,7 +321,7 @@ def test_transfer_example_on_each_dataset_layout(tmp_path, monkeypatch, dataset)
     root = tmp_path / "data"
     writers[dataset](str(root))
     # Stand-ins for the user's files: ImageNet-style weights (another head) and a searched mixer.
-    source = train.timm.create_model("cifar_resnet20", num_classes=10)
+    source = timm.create_model("cifar_resnet20", num_classes=10)
     weights = {k: v.contiguous() for k, v in source.state_dict().items()}
     save_file(weights, str(tmp_path / "weights.safetensors"))
     TransformMix(10, size=8).save_pretrained(tmp_path / "mixer")
@@ -355,7 +362,7 @@ def test_transfer_example_on_each_dataset_layout(tmp_path, monkeypatch, dataset)
     assert [e["epoch"] for e in summary["epochs"]] == [0]
     num_classes = json.loads((tmp_path / "out" / "run" / "summary.json").read_text())["num_classes"]
     assert num_classes == {"flowers102": 102, "oxford_iiit_pet": 2}.get(dataset, 3)
-    checkpoint = train.timm.create_model("cifar_resnet20", num_classes=num_classes)
+    checkpoint = timm.create_model("cifar_resnet20", num_classes=num_classes)
     load_checkpoint(checkpoint, str(tmp_path / "out" / "run" / "last.pth.tar"))
     # The backbone came from the weights file (lr 0 keeps it); the head was made for the dataset.
     torch.testing.assert_close(checkpoint.conv1.weight, weights["conv1.weight"])
@@ -379,7 +386,7 @@ def record_mixes(monkeypatch):
     from tmix_aug.mixing import BatchMixer
 
     epochs: list[list] = []
-    real_mix, real_epoch = BatchMixer.mix, train.train_one_epoch
+    real_mix, real_epoch = BatchMixer.mix, train_one_epoch
 
     def mix(self, x, y, generator=None):
         result = real_mix(self, x, y, generator=generator)
@@ -391,7 +398,7 @@ def record_mixes(monkeypatch):
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(BatchMixer, "mix", mix)
-    monkeypatch.setattr(train, "train_one_epoch", one_epoch)
+    monkeypatch.setattr("tmix_aug.train.runner.train_one_epoch", one_epoch)
     return epochs
 
 
@@ -476,7 +483,7 @@ def test_grad_accum_steps_step_after_each_group_and_after_a_last_short_one():
     calls = {"ema": [], "sched": []}
     ema = SimpleNamespace(update=lambda m, step: calls["ema"].append(step))
     scheduler = SimpleNamespace(step_update=lambda num_updates: calls["sched"].append(num_updates))
-    metrics = train.train_one_epoch(
+    metrics = train_one_epoch(
         1, model, batches, torch.optim.SGD(model.parameters(), lr=0.5), NoMix(3), args, torch.device("cpu"),
         scheduler=scheduler, model_ema=ema,
     )
@@ -494,7 +501,7 @@ def test_grad_accum_steps_step_after_each_group_and_after_a_last_short_one():
         torch.testing.assert_close(got, expected)
     assert calls == {"ema": [3, 4, 5], "sched": [4, 5, 6]}  # epoch 1 of 3 updates per epoch
     assert metrics["loss"] == pytest.approx(sum(losses) / len(losses))
-    assert train.updates_per_epoch(5, 2) == 3 and train.updates_per_epoch(4, 2) == 2
+    assert updates_per_epoch(5, 2) == 3 and updates_per_epoch(4, 2) == 2
 
 
 def test_val_interval_evaluates_every_n_epochs_and_the_last_and_resumes_exactly(tmp_path):
@@ -544,7 +551,7 @@ def test_teacher_kwargs_reach_the_teachers_create_model(tmp_path, capsys):
     from safetensors.torch import save_file
     from timm.layers import Conv2dSame
 
-    narrow = train.timm.create_model("cifar_resnet20", num_classes=10, widths=(8, 16, 32))
+    narrow = timm.create_model("cifar_resnet20", num_classes=10, widths=(8, 16, 32))
     save_file({k: v.contiguous() for k, v in narrow.state_dict().items()}, str(tmp_path / "narrow.safetensors"))
     teacher = SYNTHETIC + FAST + ["--epochs", 1, "--mixer", "transformmix", "--mixer-mode", "saliency-softmax"]
     teacher += ["--saliency", "teacher", "--teacher", "cifar_resnet20", "--teacher-checkpoint", tmp_path / "narrow.safetensors"]
@@ -562,11 +569,11 @@ def test_teacher_kwargs_reach_the_teachers_create_model(tmp_path, capsys):
         ["--mixer", "saliencymix", "--saliency", "teacher", "--teacher", "mobilenetv2_100", "--teacher-kwargs", "pad_type=same"]
     )
     assert args.teacher_kwargs == {"pad_type": "same"}
-    same = train.build_saliency(args, None, torch.device("cpu"))
+    same = build_saliency(args, None, torch.device("cpu"))
     assert isinstance(same.conv_stem, Conv2dSame) and not same.training
     args.teacher_kwargs = {}
-    assert not isinstance(train.build_saliency(args, None, torch.device("cpu")).conv_stem, Conv2dSame)
+    assert not isinstance(build_saliency(args, None, torch.device("cpu")).conv_stem, Conv2dSame)
     with pytest.raises(ValueError, match="--teacher-kwargs: needs --teacher MODEL"):
-        train.check_args(train.build_parser().parse_args(["--dataset", "synthetic", "--teacher-kwargs", "pad_type=same"]))
+        check_args(train.build_parser().parse_args(["--dataset", "synthetic", "--teacher-kwargs", "pad_type=same"]))
     with pytest.raises(ValueError, match=r"teacher kwargs: mobilenetv2_100 does not accept \['no_such_argument'\]"):
-        train.load_teacher("mobilenetv2_100", None, model_kwargs={"no_such_argument": 1})
+        load_teacher("mobilenetv2_100", None, model_kwargs={"no_such_argument": 1})

@@ -16,6 +16,7 @@ import sys
 import types
 
 import pytest
+import timm
 import torch
 from PIL import Image
 from timm.loss import JsdCrossEntropy
@@ -23,6 +24,12 @@ from timm.models import load_checkpoint, load_state_dict
 from timm.utils import load_checkpoint_metadata
 
 from tmix_aug import train
+from tmix_aug.baselines import NoMix
+from tmix_aug.train import runner
+from tmix_aug.train.flag_checks import check_args, NOT_SUPPORTED
+from tmix_aug.train.loop import validate, variable_loss_scale
+from tmix_aug.train.losses import build_train_loss
+from tmix_aug.train.state import setup
 
 FAST = ["--model", "cifar_resnet20", "--img-size", "16", "-b", "8", "-j", "0", "--warmup-epochs", "0"]
 FAST += ["--lr", "0.05", "--no-progress", "--log-interval", "1", "--mix-grid", ""]
@@ -80,16 +87,16 @@ def test_model_dtype_refusals(capsys, tmp_path):
     assert "--model-dtype: expected one of float32, float16, bfloat16, got 'int8'" in refused(
         base + ["--model-dtype", "int8"], capsys
     )
-    train.check_args(parse(SYNTHETIC + ["--model-dtype", "float32", "--amp"]))  # timm allows float32 with AMP
+    check_args(parse(SYNTHETIC + ["--model-dtype", "float32", "--amp"]))  # timm allows float32 with AMP
 
 
 def test_torchscript_trains_a_scripted_model_and_refuses_what_needs_hooks(tmp_path, capsys):
     common = SYNTHETIC + FAST + ["--epochs", 1, "--output", tmp_path, "--mixer", "cutmix"]
     args = parse(common + ["--torchscript", "--experiment", "scripted", "--model-ema"])
-    state = train.setup(args)
+    state = setup(args)
     assert isinstance(state["model"], torch.jit.ScriptModule)
-    train.run(args, state)
-    model = train.timm.create_model("cifar_resnet20", num_classes=4)
+    runner.run(args, state)
+    model = timm.create_model("cifar_resnet20", num_classes=4)
     load_checkpoint(model, str(tmp_path / "scripted" / "last.pth.tar"))  # a plain timm checkpoint
     assert float(read_csv(tmp_path / "scripted" / "summary.csv")[0]["train_loss"]) > 0
     # Teacher and spectral saliency need no hooks on the trained model.
@@ -109,18 +116,18 @@ def test_torchscript_trains_a_scripted_model_and_refuses_what_needs_hooks(tmp_pa
 def test_aug_splits_jsd_loss_and_split_bn_train_with_mixer_none(tmp_path, capsys):
     common = SYNTHETIC + FAST + ["--epochs", 1, "--output", tmp_path]
     args = parse(common + ["--aug-splits", "3", "--jsd-loss", "--split-bn", "--experiment", "augmix"])
-    state = train.setup(args)
+    state = setup(args)
     x, y = next(iter(state["train_loader"]))
     assert x.shape[0] == 3 * 8 and torch.equal(y[:8], y[8:16]) and torch.equal(y[:8], y[16:])  # clean, then 2 AugMix copies
     assert not torch.equal(x[:8], x[8:16])
     assert any(type(m).__name__ == "SplitBatchNorm2d" for m in state["model"].modules())
     # The loss is timm's JsdCrossEntropy on the labels, fed through the loop's unmixed soft targets.
-    loss = train.build_train_loss(args)
+    loss = build_train_loss(args)
     logits = torch.randn(24, 4)
-    targets = train.NoMix(4, label_smoothing=args.smoothing).mix(x[:24], y).targets
+    targets = NoMix(4, label_smoothing=args.smoothing).mix(x[:24], y).targets
     expected = JsdCrossEntropy(num_splits=3, smoothing=args.smoothing)(logits, y)
     torch.testing.assert_close(loss(logits, targets), expected)
-    train.run(args, state)
+    runner.run(args, state)
     assert float(read_csv(tmp_path / "augmix" / "summary.csv")[0]["train_loss"]) > 0
 
     message = refused(common + ["--aug-splits", "2", "--mixer", "cutmix"], capsys)
@@ -144,18 +151,18 @@ def test_aug_splits_jsd_loss_and_split_bn_train_with_mixer_none(tmp_path, capsys
 def test_model_ema_force_cpu_keeps_the_average_on_the_cpu_unevaluated(tmp_path):
     common = SYNTHETIC + FAST + ["--epochs", 1, "--output", tmp_path, "--mixer", "cutmix", "--model-ema"]
     args = parse(common + ["--model-ema-force-cpu", "--experiment", "cpu"])
-    state = train.setup(args)
+    state = setup(args)
     assert state["model_ema"].device == torch.device("cpu")
-    train.run(args, state)
+    runner.run(args, state)
     row = read_csv(tmp_path / "cpu" / "summary.csv")[0]
     assert "ema_top1" not in row and "eval_ema_top1" not in row and float(row["eval_top1"]) >= 0  # timm skips its eval
     checkpoint = read_checkpoint(tmp_path / "cpu" / "last.pth.tar")
     assert "state_dict_ema" in checkpoint
     # Without the flag the average follows the model's device and is evaluated.
     args = parse(common + ["--experiment", "device"])
-    state = train.setup(args)
+    state = setup(args)
     assert state["model_ema"].device is None
-    train.run(args, state)
+    runner.run(args, state)
     assert "eval_ema_top1" in read_csv(tmp_path / "device" / "summary.csv")[0]
 
 
@@ -189,9 +196,9 @@ def test_recovery_interval_writes_recovery_points_and_resumes_mid_epoch_exactly(
 
     # The same run stopped during epoch 0 (it wrote recovery-0-1 and -0-3), then resumed from recovery-0-1.
     args = parse(common + ["--experiment", "stopped"])
-    state = train.setup(args)
+    state = setup(args)
     state["num_epochs"] = 1
-    train.run(args, state)
+    runner.run(args, state)
     stopped = tmp_path / "stopped"
     run_main(common + ["--experiment", "stopped", "--resume", stopped / "recovery-0-1.pth.tar"])
     a, b = _weights(straight / "last.pth.tar"), _weights(stopped / "last.pth.tar")
@@ -214,7 +221,7 @@ def test_recovery_resume_without_the_streams_would_differ(tmp_path, monkeypatch)
     # The check above can fail: skipping the trained batches without putting the streams back changes the run.
     common = RECOVERY + TIMM_MIXUP + ["--recovery-interval", 2, "--output", tmp_path]
     run_main(common + ["--experiment", "straight"])
-    monkeypatch.setattr(train, "restore_streams", lambda state, device: None)
+    monkeypatch.setattr("tmix_aug.train.loop.restore_streams", lambda state, device: None)
     run_main(common + ["--experiment", "late", "--resume", tmp_path / "straight" / "recovery-1-1.pth.tar"])
     a, c = _weights(tmp_path / "straight" / "last.pth.tar"), _weights(tmp_path / "late" / "last.pth.tar")
     assert any(not torch.equal(a[name], c[name]) for name in a)
@@ -239,9 +246,9 @@ def test_train_batches_per_epoch_gives_exactly_n_steps(tmp_path):
     for batches, accumulate, steps in ((3, 1, 6), (6, 1, 12), (3, 2, 4)):
         name = f"n{batches}a{accumulate}"
         args = parse(common + ["--train-batches-per-epoch", batches, "--grad-accum-steps", accumulate, "--experiment", name])
-        state = train.setup(args)
+        state = setup(args)
         assert len(state["train_loader"]) == batches
-        train.run(args, state)
+        runner.run(args, state)
         optimizer = read_checkpoint(tmp_path / name / "last.pth.tar")["optimizer"]
         assert {int(s["step"]) for s in optimizer["state"].values()} == {steps}, name
 
@@ -250,20 +257,20 @@ def test_train_img_sizes_mix_batches_of_each_size(tmp_path):
     common = SYNTHETIC + FAST + ["--epochs", 1, "--mixer", "transformmix", "--mixer-mode", "saliency-softmax"]
     common += ["--train-img-sizes", 16, 24, "--train-batch-sizes", 8, 4, "--output", tmp_path]
     args = parse(common + ["--experiment", "sizes", "--variable-batch-loss-scale", "linear"])
-    state = train.setup(args)
+    state = setup(args)
     shapes = {(x.shape[0], x.shape[-1]) for x, _ in state["train_loader"]}
     assert shapes == {(8, 16), (4, 24)}
     assert state["batch_size_reference"] == pytest.approx(6.0)  # uniform over the two choices
-    train.run(args, state)
+    runner.run(args, state)
     assert float(read_csv(tmp_path / "sizes" / "summary.csv")[0]["train_loss"]) > 0
     # Without --lr, timm scales --lr-base by the schedule's average batch.
     args = parse([a for a in common if a not in ("--lr", "0.05")] + ["--experiment", "lr", "--lr-base", "0.256"])
     args.lr = None
-    train.setup(args)
+    setup(args)
     assert args.lr == pytest.approx(0.256 * 6.0 / 256)
-    scale = train.variable_loss_scale(parse(common + ["--variable-batch-loss-scale", "sqrt"]), 6.0)
+    scale = variable_loss_scale(parse(common + ["--variable-batch-loss-scale", "sqrt"]), 6.0)
     assert scale(4) == pytest.approx((4 / 6) ** 0.5)
-    assert train.variable_loss_scale(parse(common), 6.0) is None  # timm's default: none
+    assert variable_loss_scale(parse(common), 6.0) is None  # timm's default: none
 
 
 def test_save_images_writes_the_mixed_batches(tmp_path):
@@ -284,14 +291,14 @@ def test_tta_averages_each_group_of_copies():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     images = torch.randn(8, 3, 2, 2)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 1, 1])
-    metrics = train.validate(model, [(images[:4], labels[:4]), (images[4:], labels[4:])], args, torch.device("cpu"))
+    metrics = validate(model, [(images[:4], labels[:4]), (images[4:], labels[4:])], args, torch.device("cpu"))
     with torch.no_grad():
         averaged = model(images).view(4, 2, 3).mean(dim=1)
     expected = torch.nn.functional.cross_entropy(averaged, labels[::2])
     assert metrics["loss"] == pytest.approx(expected.item(), rel=1e-6)
     assert metrics["top1"] == pytest.approx(100 * (averaged.argmax(1) == labels[::2]).float().mean().item())
     args.tta = 0
-    plain = train.validate(model, [(images, labels)], args, torch.device("cpu"))
+    plain = validate(model, [(images, labels)], args, torch.device("cpu"))
     assert plain["loss"] != pytest.approx(metrics["loss"])
 
 
@@ -341,9 +348,9 @@ def test_log_wandb_logs_each_epoch_when_installed(tmp_path, monkeypatch, capsys)
 
 def test_naflex_loader_is_refused_with_the_reason(capsys, tmp_path):
     message = refused(SYNTHETIC + FAST + ["--epochs", 1, "--output", tmp_path, "--naflex-loader"], capsys)
-    assert f"--naflex-loader: not supported by tmix-train: {train.NOT_SUPPORTED['naflex_loader']}" in message
+    assert f"--naflex-loader: not supported by tmix-train: {NOT_SUPPORTED['naflex_loader']}" in message
     assert "NaFlex batches are dicts of patch sequences of varying length, not (N, C, H, W) images" in message
-    assert set(train.NOT_SUPPORTED) == {"naflex_loader"}
+    assert set(NOT_SUPPORTED) == {"naflex_loader"}
 
 
 def test_recovery_resume_under_ddp_continues_every_process_exactly(tmp_path):
@@ -371,13 +378,13 @@ def test_kd_model_name_adds_timms_logit_distillation_on_the_mixed_batch(tmp_path
     # timm's teacher comes with pretrained weights from the Hub; here a fixed random one stands in (no downloads).
     def teacher(args, num_classes, in_chans):
         torch.manual_seed(123)
-        return train.timm.create_model("cifar_resnet20", num_classes=num_classes, in_chans=in_chans)
+        return timm.create_model("cifar_resnet20", num_classes=num_classes, in_chans=in_chans)
 
-    monkeypatch.setattr(train, "kd_teacher_model", teacher)
+    monkeypatch.setattr("tmix_aug.train.model.kd_teacher_model", teacher)
     common = SYNTHETIC + FAST + ["--epochs", 1, "--mixer", "cutmix", "--output", tmp_path]
     kd = ["--kd-model-name", "cifar_resnet20", "--kd-temperature", "2", "--task-loss-weight", "0.25"]
     args = parse(common + kd + ["--experiment", "kd"])
-    state = train.setup(args)
+    state = setup(args)
     distill = state["distill"]
     assert (distill.task_loss_weight, distill.distill_loss_weight, distill.temperature) == (0.25, 0.75, 2.0)
     # The loss of a mixed batch: timm's weighting of this loop's loss and the KL to the teacher at temperature 2.
@@ -390,10 +397,10 @@ def test_kd_model_name_adds_timms_logit_distillation_on_the_mixed_batch(tmp_path
         kl = torch.nn.functional.kl_div(
             torch.log_softmax(logits / 2, -1), torch.log_softmax(teacher_logits / 2, -1), reduction="batchmean", log_target=True
         )
-        expected = 0.25 * train.build_train_loss(args)(logits, result.targets) + 0.75 * 4 * kl
+        expected = 0.25 * build_train_loss(args)(logits, result.targets) + 0.75 * 4 * kl
     torch.testing.assert_close(got, expected)
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
-    train.run(args, state)
+    runner.run(args, state)
     assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())  # the teacher is frozen
     kd_loss = float(read_csv(tmp_path / "kd" / "summary.csv")[0]["train_loss"])
     run_main(common + ["--experiment", "plain"])
