@@ -23,6 +23,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import timm
 import torch
@@ -127,8 +128,13 @@ def training_step_table(batch: int, repeats: int, device: torch.device, resnet: 
     return as_rows(times, "ResNet-50 step with timm Mixup")
 
 
-def small_network_table(repeats: int, device: torch.device) -> list[tuple[str, float, float]]:
-    """A CIFAR ResNet-20 training step at 32x32 batch 128 and what TransformMix adds to it (issue 14)."""
+def small_network_table(repeats: int, device: torch.device, extra_mixers: Sequence[str] = ()) -> list[tuple[str, float, float]]:
+    """A CIFAR ResNet-20 training step at 32x32 batch 128 and what TransformMix adds to it (issue 14).
+
+    ``extra_mixers`` (directories or bundled names, e.g. a mixer searched at S = 16) add, each in
+    the same interleaved run, a step with it on cached teacher saliency, the mixing alone and its
+    two networks alone (see ``extra_rows``).
+    """
     import tmix_aug.models  # noqa: F401  (registers cifar_resnet20 with timm)
 
     torch.manual_seed(0)
@@ -145,12 +151,22 @@ def small_network_table(repeats: int, device: torch.device) -> list[tuple[str, f
                                           saliency=ClassActivationMap(model, input_size=16)).to(device)
     one_hot = torch.nn.functional.one_hot(y, 10).float()
     step = training_step(model, x, y)
-    stn_planes = torch.rand(128, 5, given.size, given.size, device=device).contiguous(memory_format=torch.channels_last)
-    mpn_planes = torch.rand(128, 4, given.size, given.size, device=device).contiguous(memory_format=torch.channels_last)
 
-    def networks() -> None:
-        with torch.no_grad():
-            given.stn(stn_planes), given.mpn(mpn_planes)
+    def networks(mixer: TransformMix) -> Callable[[], None]:
+        stn_planes = torch.rand(128, 5, mixer.size, mixer.size, device=device).contiguous(memory_format=torch.channels_last)
+        mpn_planes = torch.rand(128, 4, mixer.size, mixer.size, device=device).contiguous(memory_format=torch.channels_last)
+
+        def run() -> None:
+            with torch.no_grad():
+                mixer.stn(stn_planes), mixer.mpn(mpn_planes)
+
+        return run
+
+    extra = {}
+    for path in extra_mixers:
+        mixer = TransformMix.from_pretrained(path, num_classes=10, saliency=lambda images, targets: cached, check_inputs=False).to(device)
+        step_name, alone_name, networks_name = extra_rows(path, mixer.size)
+        extra |= {step_name: lambda mixer=mixer: step(mixer), alone_name: lambda mixer=mixer: mixer(x, y), networks_name: networks(mixer)}
 
     model.train()
     times = median_times(
@@ -161,9 +177,10 @@ def small_network_table(repeats: int, device: torch.device) -> list[tuple[str, f
             "ResNet-20 step, TransformMix with CAM from the model itself, 16 px CAM pass": lambda: step(own_16),
             "TransformMix alone, cached saliency (the mixing itself)": lambda: given(x, y),
             "TransformMix alone, cached saliency, prob 0.5": lambda: half(x, y),
-            "its two networks alone (STN and mask net at S = 32: the floor at this size)": networks,
+            "its two networks alone (STN and mask net at S = 32: the floor at this size)": networks(given),
             "CAM pass of the model itself alone (eval forward, no grad)": lambda: own.saliency(x, one_hot),
             "the same CAM pass at 16 px": lambda: own_16.saliency(x, one_hot),
+            **extra,
         },
         repeats,
         device,
@@ -171,7 +188,16 @@ def small_network_table(repeats: int, device: torch.device) -> list[tuple[str, f
     return as_rows(times, "ResNet-20 step, no mixing")
 
 
-def small_network_shares(rows: list[tuple[str, float, float]]) -> str:
+def extra_rows(path: str, size: int) -> tuple[str, str, str]:
+    """Row names of one more mixer in the small-step table: its step, its mixing alone, its two networks alone."""
+    return (
+        f"ResNet-20 step, TransformMix `{path}` (S = {size}) with cached teacher saliency",
+        f"TransformMix `{path}` (S = {size}) alone, cached saliency",
+        f"its two networks alone (S = {size})",
+    )
+
+
+def small_network_shares(rows: list[tuple[str, float, float]], extra_mixers: Sequence[tuple[str, int]] = ()) -> str:
     """The issue's figures as shares of a step, from one run's medians.
 
     Two readings: from the parts (the mixing, the CAM pass and the plain step, each timed on
@@ -195,6 +221,13 @@ def small_network_shares(rows: list[tuple[str, float, float]]) -> str:
         f"| the two networks alone / a ResNet-20 step without mixing | {t['its two networks alone (STN and mask net at S = 32: the floor at this size)'] / plain:.0%} | | |",
         f"| mixing at prob 0.5 / mixing at prob 1 | {t['TransformMix alone, cached saliency, prob 0.5'] / mixing:.0%} | | about 50% |",
     ]
+    for path, size in extra_mixers:
+        step_name, alone_name, networks_name = extra_rows(path, size)
+        lines += [
+            f"| `{path}` (S = {size}): mixer share of the step, cached teacher saliency | {t[alone_name] / (plain + t[alone_name]):.0%} "
+            f"| {(t[step_name] - plain) / t[step_name]:.0%} | <= 10% |",
+            f"| `{path}` (S = {size}): its two networks alone / a ResNet-20 step without mixing | {t[networks_name] / plain:.0%} | | |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -214,6 +247,10 @@ def main() -> None:
         "--tables", nargs="+", default=["small-step", "mixing-32", "mixing-224", "resnet50-step"],
         choices=["small-step", "mixing-32", "mixing-224", "resnet50-step"], help="which tables to measure",
     )
+    parser.add_argument(
+        "--small-step-mixer", nargs="*", default=[],
+        help="more mixers (directories or bundled names) timed in the small-step table beside the bundled one",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -226,8 +263,9 @@ def main() -> None:
         f"torch {torch.__version__}, timm {timm.__version__}; median of {args.repeats} interleaved repeats.\n"
     ]
     def small_step() -> str:
-        rows = small_network_table(args.repeats, device)
-        return markdown("A CIFAR ResNet-20 training step, 32x32, batch 128", rows, "the step without mixing") + "\n" + small_network_shares(rows)
+        rows = small_network_table(args.repeats, device, args.small_step_mixer)
+        sizes = [(path, TransformMix.from_pretrained(path, num_classes=10).size) for path in args.small_step_mixer]
+        return markdown("A CIFAR ResNet-20 training step, 32x32, batch 128", rows, "the step without mixing") + "\n" + small_network_shares(rows, sizes)
 
     tables = {
         "small-step": small_step,
