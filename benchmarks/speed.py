@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py [--repeats 7] [--device cpu] [--output benchmarks/results/speed.md] [--tables ...]
 
-Three figures (issue 2, item 7; issue 14):
+Figures (issue 2, item 7; issue 14):
 1. Mixing time per batch against timm's ``Mixup`` on the same batch (32x32 batch 128 and
    224x224 batch 64): TransformMix with the saliency given (the mixing itself; also with
    unbalanced masks, to show what balancing costs), with the teacher-free spectral saliency,
@@ -12,6 +12,9 @@ Three figures (issue 2, item 7; issue 14):
    without mixing, with TransformMix on cached teacher saliency (maps given, as
    ``tmix_aug.saliency_cache`` provides them), with CAMs of the model itself, and the mixing
    alone; the issue's shares are computed from the medians of that one run.
+4. ``--tables self-refresh`` (not in the default set): the same ResNet-20 step with self-saliency
+   from a CAM pass per step, or from stored maps refreshed every N epochs (``--saliency-refresh``),
+   the refresh pass amortised over N epochs, and what the stored map adds in the loader workers.
 
 Each figure is the median of ``--repeats`` timings; methods are timed in interleaved order so
 that load from other processes hits all of them alike.
@@ -231,6 +234,93 @@ def small_network_shares(rows: list[tuple[str, float, float]], extra_mixers: Seq
     return "\n".join(lines) + "\n"
 
 
+REFRESH_EVERY = (1, 2, 4)
+
+
+def self_refresh_table(repeats: int, device: torch.device) -> list[tuple[str, float, float]]:
+    """Self-saliency by refreshed maps (``--saliency-refresh N``) against a CAM pass per step, ResNet-20 at 32x32 batch 128.
+
+    The refresh pass is timed on one batch of 128 clean images through ``SaliencyCache.build``
+    (the path ``RefreshedSaliency`` takes: eval forward without gradients, maps resized to S and
+    stored as float16); over an epoch it runs once per batch every N epochs, so it adds its
+    time / N to each step. The loader rows time what the map adds in the loader workers: timm's
+    training transform of 128 PIL images alone, and with their stored maps (``SaliencyDataset``).
+    """
+    import tmix_aug.models  # noqa: F401  (registers cifar_resnet20 with timm)
+    from PIL import Image
+    from timm.data import create_transform
+    from torch.utils.data import TensorDataset
+
+    from tmix_aug.saliency_cache import SaliencyCache
+    from tmix_aug.saliency_loader import joint_augmentation
+    from tmix_aug.saliency_transforms import SaliencyDataset
+
+    torch.manual_seed(0)
+    x = torch.randn(128, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (128,), device=device)
+    one_hot = torch.nn.functional.one_hot(y, 10).float()
+    model = timm.create_model("cifar_resnet20", num_classes=10).to(device)
+    own = TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, saliency=model, check_inputs=False).to(device)
+    stored = torch.rand(128, 32, 32, device=device)  # maps as the loader delivers them (S x S, augmented)
+    clean = TensorDataset(x.cpu(), y.cpu())
+
+    def refresh_pass(input_size: int | None) -> Callable[[], None]:
+        cam = ClassActivationMap(model, input_size=input_size) if input_size else ClassActivationMap(model)
+        return lambda: SaliencyCache.build(clean, cam, num_classes=10, map_size=own.saliency.size, batch_size=128,
+                                           device=device, source_key="timed", dataset_key="timed")
+
+    pictures = [Image.fromarray((torch.rand(32, 32, 3) * 255).byte().numpy()) for _ in range(128)]
+    transform = create_transform((3, 32, 32), is_training=True)
+    with_maps = SaliencyDataset([(picture, 0) for picture in pictures],
+                                SaliencyCache(torch.rand(128, 32, 32).half()), joint_augmentation(transform))
+    step = training_step(model, x, y)
+    model.train()
+    times = median_times(
+        {
+            "ResNet-20 step, no mixing": lambda: step(lambda a, b: (a, one_hot)),
+            "ResNet-20 step, TransformMix with a CAM pass of the model itself per step": lambda: step(own),
+            "ResNet-20 step, TransformMix on stored maps (between refreshes)": lambda: step(lambda a, b: own(a, b, saliency=stored)),
+            "TransformMix alone, stored maps (the mixing itself)": lambda: own(x, y, saliency=stored),
+            "CAM pass of the model itself alone, per step (eval forward, no grad)": lambda: own.saliency(x, one_hot),
+            "refresh pass, one batch of 128 clean images (SaliencyCache.build)": refresh_pass(None),
+            "the same refresh pass at 16 px (--saliency-input-size 16)": refresh_pass(16),
+            "loader workers: timm's training transform of 128 images": lambda: [transform(picture) for picture in pictures],
+            "loader workers: the same with their stored maps (SaliencyDataset)": lambda: [with_maps[i] for i in range(128)],
+        },
+        repeats,
+        device,
+    )
+    return as_rows(times, "ResNet-20 step, no mixing")
+
+
+def self_refresh_shares(rows: list[tuple[str, float, float]]) -> str:
+    """Self-saliency shares of the ResNet-20 step: per-step CAM, and refreshed maps every N epochs (refresh amortised)."""
+    t = {name: seconds for name, seconds, _ in rows}
+    plain, mixing = t["ResNet-20 step, no mixing"], t["TransformMix alone, stored maps (the mixing itself)"]
+    per_step = t["ResNet-20 step, TransformMix with a CAM pass of the model itself per step"]
+    on_stored = t["ResNet-20 step, TransformMix on stored maps (between refreshes)"]
+    cam = t["CAM pass of the model itself alone, per step (eval forward, no grad)"]
+    loader = t["loader workers: the same with their stored maps (SaliencyDataset)"] / t["loader workers: timm's training transform of 128 images"]
+
+    def row(label: str, added: float) -> str:
+        return (f"| {label} | {(mixing + added) / (plain + mixing + added):.0%} | {(on_stored + added - plain) / (on_stored + added):.0%} "
+                "| <= 20% |")
+
+    lines = [
+        "| self-saliency share of a ResNet-20 step (32x32, batch 128) | from the parts | from whole steps | goal |",
+        "|---|---|---|---|",
+        f"| a CAM pass per step (today's default) | {(mixing + cam) / (plain + mixing + cam):.0%} | {(per_step - plain) / per_step:.0%} | <= 20% |",
+    ]
+    for size, name in ((32, "refresh pass, one batch of 128 clean images (SaliencyCache.build)"),
+                       (16, "the same refresh pass at 16 px (--saliency-input-size 16)")):
+        for every in REFRESH_EVERY if size == 32 else REFRESH_EVERY[:2]:
+            label = f"`--saliency-refresh {every}`" + (" `--saliency-input-size 16`" if size == 16 else "")
+            lines.append(row(label + " (refresh pass / N added to each step)", t[name] / every))
+    lines.append(f"| between refreshes, stored maps only (N large) | {mixing / (plain + mixing):.0%} | {(on_stored - plain) / on_stored:.0%} | |")
+    lines.append(f"| loader work per image with the map / without (in the workers, beside the step) | {loader:.2f}x | | |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(title: str, rows: list[tuple[str, float, float]], baseline: str) -> str:
     lines = [f"### {title}", "", f"| method | median ms | ratio to {baseline} |", "|---|---|---|"]
     lines += [f"| {name} | {seconds * 1000:.1f} | {ratio:.2f}x |" for name, seconds, ratio in rows]
@@ -245,7 +335,7 @@ def main() -> None:
     parser.add_argument("--output", default="benchmarks/results/speed.md")
     parser.add_argument(
         "--tables", nargs="+", default=["small-step", "mixing-32", "mixing-224", "resnet50-step"],
-        choices=["small-step", "mixing-32", "mixing-224", "resnet50-step"], help="which tables to measure",
+        choices=["small-step", "mixing-32", "mixing-224", "resnet50-step", "self-refresh"], help="which tables to measure",
     )
     parser.add_argument(
         "--small-step-mixer", nargs="*", default=[],
@@ -267,8 +357,14 @@ def main() -> None:
         sizes = [(path, TransformMix.from_pretrained(path, num_classes=10).size) for path in args.small_step_mixer]
         return markdown("A CIFAR ResNet-20 training step, 32x32, batch 128", rows, "the step without mixing") + "\n" + small_network_shares(rows, sizes)
 
+    def self_refresh() -> str:
+        rows = self_refresh_table(args.repeats, device)
+        title = "Self-saliency with maps refreshed every N epochs (--saliency-refresh), ResNet-20, 32x32, batch 128"
+        return markdown(title, rows, "the step without mixing") + "\n" + self_refresh_shares(rows)
+
     tables = {
         "small-step": small_step,
+        "self-refresh": self_refresh,
         "mixing-32": lambda: markdown("Mixing one batch: 32x32, batch 128", mixing_table(32, 128, args.repeats, device, resnet.eval()), "timm Mixup"),
         "mixing-224": lambda: markdown("Mixing one batch: 224x224, batch 64", mixing_table(224, 64, args.repeats, device, resnet.eval()), "timm Mixup"),
         "resnet50-step": lambda: markdown(

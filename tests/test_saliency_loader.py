@@ -83,8 +83,10 @@ def test_train_with_the_cache_in_memory(tmp_path, recorded):
 
 
 MISUSE = [
-    (["--saliency", "self"], "--saliency-cache: stores the maps of a fixed teacher, so it needs --saliency teacher (got --saliency self)"),
-    (["--saliency", "spectral"], "--saliency-cache: stores the maps of a fixed teacher, so it needs --saliency teacher (got --saliency spectral)"),
+    (["--saliency", "self"], "--saliency-cache: the model being trained (--saliency self) changes its maps as it learns; add "
+     "--saliency-refresh N"),
+    (["--saliency", "spectral"], "--saliency-cache: stores the maps of a fixed teacher (--saliency teacher) or, with "
+     "--saliency-refresh, of the model being trained (--saliency self); got --saliency spectral"),
     (["--saliency", "teacher", "--teacher", "cifar_resnet20", "--aa", "rand-m9-mstd0.5"],
      "--saliency-cache: the training augmentation has a step the stored maps cannot follow"),
     (["--saliency", "teacher", "--teacher", "cifar_resnet20", "--train-batches-per-epoch", "2"],

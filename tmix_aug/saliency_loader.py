@@ -201,7 +201,7 @@ def cached_saliency_loader(
 
 def tmix_train_loader(
     args: Any, dataset: Dataset, mixer: Any, data_config: dict, num_classes: int, device: torch.device,
-    image_dtype: torch.dtype | None = None,
+    image_dtype: torch.dtype | None = None, cache: Any = None,
 ) -> DeviceBatches:
     """tmix-train's training batches with ``--saliency-cache``: timm's training augmentation of
     the same flags as its ``create_loader`` path, applied to each image and its stored map.
@@ -211,6 +211,8 @@ def tmix_train_loader(
         dataset: the training split, its ``transform`` unset.
         mixer: the run's mixer; its saliency source (the teacher's CAMs) computes the maps.
         data_config: timm's resolved data config of the model (input size, mean, std).
+        cache: maps to carry instead of the teacher's (``--saliency-refresh``: a
+            ``RefreshedSaliency`` of the model being trained); None builds the teacher's now.
     """
     from timm.data import create_transform
 
@@ -225,7 +227,7 @@ def tmix_train_loader(
         re_num_splits=2 if args.resplit else 0, use_prefetcher=False,
     )  # fmt: skip
     augmentation = joint_augmentation(transform)  # refused here, before any map is computed
-    cache = build_cache(
+    cache = cache if cache is not None else build_cache(
         dataset, mixer.saliency.fn, where=args.saliency_cache, num_classes=num_classes,
         transform=clean_view(data_config["input_size"], data_config["mean"], data_config["std"]),
         map_size=mixer.saliency.size, batch_size=args.validation_batch_size or args.batch_size, workers=args.workers, device=device,

@@ -212,7 +212,8 @@ class SaliencyDataset(Dataset):
     Args:
         dataset: items ``(image, label)`` before augmentation (PIL images or (C, H, W) tensors),
             in the order the cache was built from (its ``transform`` should be None).
-        cache: the maps, ``cache[i]`` for item i.
+        cache: the maps, ``cache[i]`` for item i: a ``SaliencyCache``, or a
+            ``tmix_aug.saliency_refresh.RefreshedSaliency`` (maps of the model being trained).
         transform: a torchvision v2 transform (called as ``transform(image, SaliencyMap)``),
             a ``JointTransform``, or a v1 / timm pipeline (wrapped in a ``JointTransform``);
             None leaves both as they are.

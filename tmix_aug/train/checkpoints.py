@@ -19,6 +19,7 @@ from ..recovery import check_position
 RESUME_MUST_MATCH = (
     "model", "num_classes", "opt", "model_ema", "amp", "amp_dtype",
     "mixer", "mixer_path", "mixer_mode", "mixer_k", "saliency", "teacher", "teacher_kwargs", "model_dtype",
+    "saliency_refresh",
 )  # fmt: skip
 
 
@@ -57,17 +58,25 @@ def read_resume_checkpoint(args: argparse.Namespace) -> dict[str, Any] | None:
     return position
 
 
+def read_saliency_refresh(path: str) -> dict[str, Any]:
+    """The ``saliency_refresh`` entry of a checkpoint (see ``RefreshedSaliency.state_dict``), {} if it has none."""
+    return load_checkpoint_metadata(path).get("saliency_refresh") or {}
+
+
 class AtomicCheckpointSaver(CheckpointSaver):
     """timm's CheckpointSaver, each checkpoint written to a temporary file and renamed
     (through ``write_atomic``, so the fault-injection hook sees every checkpoint write).
 
     A recovery checkpoint also holds ``recovery``, its position within the epoch (``save_recovery_at``).
+    With ``saliency_refresh`` (``--saliency-refresh``), every checkpoint also holds its state:
+    the epoch of the last refresh and the weights its maps were computed from.
     """
 
-    def __init__(self, *, model: nn.Module, model_ema: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, model: nn.Module, model_ema: Any = None, saliency_refresh: Any = None, **kwargs: Any) -> None:
         # timm's hook for extra checkpoint entries is a "task" giving the weights' state: see get_checkpoint_state.
         super().__init__(model=model, model_ema=model_ema, task=self, **kwargs)
         self.recovery_position: dict[str, Any] | None = None
+        self.saliency_refresh = saliency_refresh
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Any = unwrap_model) -> dict[str, Any]:
         """The entries timm's saver asks its task for: the model's (or EMA's) weights, and a recovery position."""
@@ -76,6 +85,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         state = {"state_dict": get_state_dict(self.model, unwrap_fn)}
         if self.recovery_position is not None:
             state["recovery"] = self.recovery_position
+        if self.saliency_refresh is not None:
+            state["saliency_refresh"] = self.saliency_refresh.state_dict()
         return state
 
     def save_recovery_at(self, epoch: int, update: int, position: dict[str, Any]) -> None:

@@ -11,7 +11,9 @@ from timm.data import AugMixDataset, ScheduledBatchSampler, create_loader
 
 from ..data import count_classes, create_image_dataset
 from ..mixing import BatchMixer
-from ..saliency_loader import tmix_train_loader
+from ..saliency_cache import dataset_fingerprint
+from ..saliency_loader import MEMORY, clean_view, dataset_key, tmix_train_loader
+from ..saliency_refresh import RefreshedSaliency
 from .flags import model_dtype
 
 
@@ -146,6 +148,29 @@ def check_tta(args: argparse.Namespace, num_eval: int) -> None:
         )
 
 
+def build_saliency_refresh(
+    args: argparse.Namespace, train_set: Any, mixer: BatchMixer, data_config: dict[str, Any], num_classes: int,
+    device: torch.device,
+) -> RefreshedSaliency:
+    """--saliency-refresh N: the model's own maps of ``train_set`` (its CAMs as ``mixer`` reads them), recomputed
+    every N epochs from the whole image at the input size; no map is computed yet (see ``RefreshedSaliency.update``)."""
+    directory = None if args.saliency_cache == MEMORY else args.saliency_cache
+    key = dataset_key(train_set)
+    if directory is not None and key is None:
+        try:
+            key = dataset_fingerprint(train_set)
+        except TypeError as error:
+            raise ValueError(
+                f"--saliency-cache: cannot key stored maps to this data ({error}); use --saliency-cache memory"
+            ) from None
+    return RefreshedSaliency(
+        train_set, mixer.saliency.fn, num_classes=num_classes, every=args.saliency_refresh,
+        transform=clean_view(data_config["input_size"], data_config["mean"], data_config["std"]),
+        map_size=mixer.saliency.size, directory=directory, batch_size=args.validation_batch_size or args.batch_size,
+        num_workers=args.workers, device=device, dataset_key=key,
+    )  # fmt: skip
+
+
 def build_loaders(
     args: argparse.Namespace,
     train_set: Any,
@@ -154,9 +179,11 @@ def build_loaders(
     data_config: dict[str, Any],
     num_classes: int,
     device: torch.device,
+    saliency_maps: Any = None,
 ) -> tuple[Any, Any]:
     """The training and evaluation loaders: timm's (with the prefetcher unless --no-prefetcher), or,
-    with --saliency-cache, a loader whose batches carry the teacher's stored maps of ``mixer``.
+    with --saliency-cache, a loader whose batches carry stored maps: ``saliency_maps`` (the model's
+    own with --saliency-refresh, ``build_saliency_refresh``), else the teacher's of ``mixer``.
     """
     loader_common = dict(
         use_prefetcher=not args.no_prefetcher,
@@ -172,7 +199,9 @@ def build_loaders(
     if args.aug_splits:
         train_set = AugMixDataset(train_set, num_splits=args.aug_splits)
     cached = args.saliency_cache is not None  # the maps ride with their images through a plain DataLoader
-    train_loader = tmix_train_loader(args, train_set, mixer, data_config, num_classes, device, model_dtype(args)) if cached else create_loader(
+    train_loader = tmix_train_loader(
+        args, train_set, mixer, data_config, num_classes, device, model_dtype(args), cache=saliency_maps
+    ) if cached else create_loader(
         train_set,
         input_size=data_config["input_size"],
         batch_size=args.batch_size,

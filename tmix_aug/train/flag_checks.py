@@ -180,11 +180,12 @@ def _check_mixer(args: argparse.Namespace) -> None:
         )
     if (args.saliency == "teacher") != (args.teacher is not None):
         raise ValueError("--teacher: give --teacher MODEL exactly when --saliency teacher")
-    if args.saliency_cache is not None and args.saliency != "teacher":
+    _check_saliency_refresh(args)
+    if args.saliency_cache is not None and args.saliency not in ("teacher", "self"):
         raise ValueError(
-            f"--saliency-cache: stores the maps of a fixed teacher, so it needs --saliency teacher (got --saliency "
-            f"{args.saliency or 'spectral (the default)'}): the model being trained changes its maps every step, "
-            "and spectral maps are cheap to compute per batch"
+            f"--saliency-cache: stores the maps of a fixed teacher (--saliency teacher) or, with --saliency-refresh, "
+            f"of the model being trained (--saliency self); got --saliency {args.saliency or 'spectral (the default)'}, "
+            "whose maps are cheap to compute per batch"
         )
     if args.saliency_input_size is not None and (args.saliency not in ("self", "teacher") or args.saliency_input_size < 1):
         raise ValueError(
@@ -207,6 +208,30 @@ def _check_mixer(args: argparse.Namespace) -> None:
         raise ValueError("--teacher-kwargs: needs --teacher MODEL")
     if args.transmix and args.mixer == "none":
         raise ValueError("--transmix: re-weights mixed labels; choose a --mixer")
+
+
+def _check_saliency_refresh(args: argparse.Namespace) -> None:
+    """--saliency-refresh N: stale maps of the model itself, which need --saliency self and a --saliency-cache."""
+    if args.saliency_refresh is None:
+        if args.saliency == "self" and args.saliency_cache is not None:
+            raise ValueError(
+                "--saliency-cache: the model being trained (--saliency self) changes its maps as it learns; add "
+                "--saliency-refresh N to recompute them every N epochs, or leave --saliency-cache out for a CAM pass per step"
+            )
+        return
+    if args.saliency_refresh < 1:
+        raise ValueError(f"--saliency-refresh: expected a number of epochs >= 1, got {args.saliency_refresh}")
+    if args.saliency != "self":
+        raise ValueError(
+            f"--saliency-refresh: recomputes the maps of the model being trained, so it needs --saliency self (got "
+            f"--saliency {args.saliency or 'spectral (the default)'}"
+            + ("; a teacher's maps never change: --saliency-cache alone stores them once)" if args.saliency == "teacher" else ")")
+        )
+    if args.saliency_cache is None:
+        raise ValueError(
+            "--saliency-refresh: the stored maps ride with their images in the --saliency-cache loader; give "
+            "--saliency-cache memory (or a directory)"
+        )
 
 
 def check_finite(args: argparse.Namespace) -> None:

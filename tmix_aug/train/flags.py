@@ -300,7 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--saliency-cache", default=None, metavar="memory|DIR",
                        help="with --saliency teacher: compute the teacher's maps once per training image and carry "
                        "them through the augmentation with their image; 'memory' keeps them in memory, a directory "
-                       "holds them in a safetensors file keyed to the teacher's weights and the data (reused by later runs)")
+                       "holds them in a safetensors file keyed to the teacher's weights and the data (reused by later runs); "
+                       "with --saliency self, see --saliency-refresh")
+    group.add_argument("--saliency-refresh", type=int, default=None, metavar="N",
+                       help="with --saliency self and --saliency-cache: compute the model's own CAMs of every training "
+                       "image (whole image at the input size, eval mode, no grad) at the start of epochs 0, N, 2N, ... "
+                       "and carry the stored maps through the augmentation in between: one CAM pass per image every N "
+                       "epochs instead of one per step. Epochs 0 to N-1 mix with the untrained model's maps (as "
+                       "per-step self maps are at the first steps). A directory keeps only the latest refresh's file, "
+                       "keyed to the weights, deleted at the end; checkpoints hold those weights, so a resume rebuilds "
+                       "the same maps")
     group.add_argument("--transmix", action="store_true",
                        help="re-weight mixed labels by the ViT's class-token attention (TransMix)")
     return parser

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
             recovery_dir=output_dir,
             decreasing=args.eval_metric == "loss",
             max_history=args.checkpoint_hist,
+            saliency_refresh=state.get("saliency_refresh"),
         )
         if args.resume:
             saver.load_state_dict_from_checkpoint(args.resume)
@@ -108,7 +109,10 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     ema_evaluated = state["model_ema"] is not None and not args.model_ema_force_cpu
     metric_key = f"ema_{args.eval_metric}" if ema_evaluated else args.eval_metric
     recovery = RecoveryWriter(args, saver) if args.recovery_interval else None
+    refresh = state.get("saliency_refresh")
     for epoch in range(state["start_epoch"], state["num_epochs"]):
+        if refresh is not None:  # before the epoch's seeding: the pass's loader draws from the global stream
+            refresh.update(epoch, mid_epoch=epoch == state["start_epoch"] and state.get("recovery") is not None)
         random_seed(stream_seed(args.seed, epoch, 0, bits=31), args.rank)
         set_loader_epoch(state["train_loader"], epoch)
         mixing = args.mixer_off_epoch <= 0 or epoch < args.mixer_off_epoch
@@ -206,6 +210,8 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
         )
     if wandb_run is not None:
         wandb_run.finish()
+    if refresh is not None:
+        refresh.close()
     if primary and history and history[-1]["eval_top1"] is not None:
         _logger.info(
             f"best {metric_key} {best.get(args.eval_metric)} at epoch {best.get('epoch')}; "

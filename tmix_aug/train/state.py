@@ -15,8 +15,8 @@ from torch import nn
 
 from ..data import check_num_classes
 from .batch_mixer import build_mixer, probe_mixer
-from .checkpoints import read_resume_checkpoint
-from .data import build_datasets, build_loaders, check_tta, scheduled_batch_size
+from .checkpoints import read_resume_checkpoint, read_saliency_refresh
+from .data import build_datasets, build_loaders, build_saliency_refresh, check_tta, scheduled_batch_size
 from .flag_checks import check_args, check_finite
 from .loop import updates_per_epoch
 from .model import build_distillation, build_model
@@ -109,7 +109,14 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     if distill is not None:
         distill.trainable_module = train_model  # the student as trained: compiled and / or DDP-wrapped
 
-    train_loader, eval_loader = build_loaders(args, train_set, eval_set, mixer, data_config, num_classes, device)
+    saliency_refresh = None
+    if args.saliency_refresh is not None:
+        saliency_refresh = build_saliency_refresh(args, train_set, mixer, data_config, num_classes, device)
+        if args.resume:
+            saliency_refresh.load_state_dict(read_saliency_refresh(args.resume))
+    train_loader, eval_loader = build_loaders(
+        args, train_set, eval_set, mixer, data_config, num_classes, device, saliency_maps=saliency_refresh
+    )
     scheduler, num_epochs = create_scheduler_v2(
         optimizer,
         **scheduler_kwargs(args, decreasing_metric=args.eval_metric == "loss"),
@@ -136,6 +143,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         recovery=recovery,
         distill=distill,
         batch_size_reference=batch_size_reference,
+        saliency_refresh=saliency_refresh,
         train_loader=train_loader,
         eval_loader=eval_loader,
         data_config=data_config,
