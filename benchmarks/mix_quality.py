@@ -22,6 +22,7 @@ import numpy as np
 import timm
 import torch
 from timm.data import create_dataset, create_transform, resolve_data_config
+from timm.utils import ParseKwargs
 from torch.utils.data import DataLoader
 
 import tmix_aug  # noqa: F401  (registers the CIFAR models with timm)
@@ -37,8 +38,13 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--classifier", required=True, help="timm model name of the judge")
     parser.add_argument("--classifier-checkpoint", required=True)
+    parser.add_argument("--classifier-kwargs", nargs="*", default={}, action=ParseKwargs,
+                        help="extra create_model arguments of the judge (and of the CAM model), e.g. pad_type=same")
     parser.add_argument("--saliency-model", default=None, help="timm name of the CAM model (default: the judge)")
     parser.add_argument("--saliency-checkpoint", default=None)
+    parser.add_argument("--img-size", type=int, default=None, help="input size (default: the judge's pretrained config)")
+    parser.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default: the judge's)")
+    parser.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default: the judge's)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--limit", type=int, default=0, help="use only N images (0: all)")
     parser.add_argument(
@@ -55,12 +61,15 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = create_dataset("", root=str(args.data_dir), split=args.split)  # the search's reader and order
-    judge = timm.create_model(args.classifier, num_classes=len(dataset.reader.class_to_idx), checkpoint_path=args.classifier_checkpoint).eval()
+    classes = len(dataset.reader.class_to_idx)
+    judge = timm.create_model(args.classifier, num_classes=classes, checkpoint_path=args.classifier_checkpoint, **args.classifier_kwargs).eval()
     saliency_model = judge
     if args.saliency_model:
-        saliency_model = timm.create_model(args.saliency_model, num_classes=len(dataset.reader.class_to_idx), checkpoint_path=args.saliency_checkpoint).eval()
+        saliency_model = timm.create_model(args.saliency_model, num_classes=classes, checkpoint_path=args.saliency_checkpoint, **args.classifier_kwargs).eval()
     data_config = resolve_data_config(model=judge)
-    dataset.transform = create_transform(data_config["input_size"][-2:], is_training=False, crop_pct=1.0, mean=data_config["mean"], std=data_config["std"])
+    size = args.img_size or data_config["input_size"][-1]
+    mean, std = args.mean or data_config["mean"], args.std or data_config["std"]
+    dataset.transform = create_transform(size, is_training=False, crop_pct=1.0, mean=mean, std=std)
     # The search held out permutation(seed)[:val_samples] of this split; judge the others.
     order = np.random.default_rng(args.search_seed).permutation(len(dataset))[args.exclude_held_out :]
     if args.limit:

@@ -6,14 +6,19 @@ from tmix_aug import TransformMix, hub
 
 
 @pytest.mark.parametrize(
-    "name, size, image_size",
-    [("cifar10-resnet20", 32, 32), ("cifar10-resnet20-s16", 16, 32), ("tinyimagenet-mobilenetv2", 64, 64)],
+    "name, size, image_size, mode",
+    [
+        ("cifar10-resnet20", 32, 32, "transformmix"),
+        ("cifar10-resnet20-s16", 16, 32, "transformmix"),
+        # searched with both networks; shipped without the transformer, which stayed at the identity
+        ("tinyimagenet-mobilenetv2", 64, 64, "mpn-only"),
+    ],
 )
-def test_bundled_mixer_loads_by_name_and_mixes_a_batch(name, size, image_size):
+def test_bundled_mixer_loads_by_name_and_mixes_a_batch(name, size, image_size, mode):
     assert name in hub.bundled_names()
     assert hub.bundled_image_size(name) == image_size  # the size of the images it was searched on
     mixer = TransformMix.from_pretrained(name, num_classes=10, saliency="spectral")
-    assert (mixer.size, mixer.k, mixer.mode) == (size, 2, "transformmix")
+    assert (mixer.size, mixer.k, mixer.mode) == (size, 2, mode)
     x = torch.rand(6, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     y = torch.arange(6)
     out = mixer.mix(x, y, generator=torch.Generator().manual_seed(1))
