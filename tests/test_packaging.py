@@ -14,19 +14,22 @@ def test_non_editable_install_ships_the_bundled_mixers(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
-    bundled = target / "tmix_aug" / "pretrained" / "cifar10-resnet20"
-    assert sorted(p.name for p in bundled.iterdir() if p.suffix != ".png") == ["README.md", "config.json", "model.safetensors"]
+    for name in ("cifar10-resnet20", "cifar10-resnet20-s16", "tinyimagenet-mobilenetv2"):
+        bundled = target / "tmix_aug" / "pretrained" / name
+        assert sorted(p.name for p in bundled.iterdir()) == ["README.md", "config.json", "mixes.png", "model.safetensors"]
     code = (
         "import tmix_aug, torch; "
         "m = tmix_aug.TransformMix.from_pretrained('cifar10-resnet20', num_classes=100); "
-        "print(tmix_aug.__file__); print(m.k, m(torch.rand(4, 3, 32, 32), torch.arange(4))[1].shape)"
+        "t = tmix_aug.TransformMix.from_pretrained('tinyimagenet-mobilenetv2', num_classes=100); "
+        "print(tmix_aug.__file__); print(m.k, m(torch.rand(4, 3, 32, 32), torch.arange(4))[1].shape, "
+        "t(torch.rand(4, 3, 64, 64), torch.arange(4))[0].shape)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     first, second = done.stdout.splitlines()
     assert first.startswith(str(target))  # the installed copy, not the source tree
-    assert second == "2 torch.Size([4, 100])"
+    assert second == "2 torch.Size([4, 100]) torch.Size([4, 3, 64, 64])"
 
 
 def test_every_package_is_listed_for_the_wheel():
