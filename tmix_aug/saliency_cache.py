@@ -69,6 +69,11 @@ def source_fingerprint(saliency: Any) -> str:
     )
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) under an initialised ``torch.distributed`` process group, else (0, 1)."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
 def dataset_fingerprint(dataset: Dataset) -> str:
     """A hash of a dataset's identity, cheap enough to recompute at every start.
 
@@ -287,7 +292,7 @@ class SaliencyCache:
             num_classes=num_classes, transform=transform, map_size=map_size,
             batch_size=batch_size, num_workers=num_workers, device=device,
         )
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        rank, world = rank_and_world()
         if directory is None:
             if world == 1:
                 return cls(compute_maps(dataset, saliency, **compute), key=key)

@@ -29,13 +29,9 @@ from torch.utils.data import Dataset
 
 from .checks import check_int
 from .saliency import ClassActivationMap, create_saliency
-from .saliency_cache import SaliencyCache, dataset_fingerprint
+from .saliency_cache import SaliencyCache, dataset_fingerprint, rank_and_world
 
 _logger = logging.getLogger(__name__)
-
-
-def _distributed() -> tuple[int, int]:
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
 class RefreshedSaliency:
@@ -161,13 +157,13 @@ class RefreshedSaliency:
 
     def close(self) -> None:
         """At the end of training: delete the current refresh's file (with ``directory``, on rank 0)."""
-        if self._cache is not None and self._cache.path is not None and _distributed()[0] == 0:
+        if self._cache is not None and self._cache.path is not None and rank_and_world()[0] == 0:
             self._cache.path.unlink(missing_ok=True)
 
     def _snapshot(self) -> dict[str, Tensor]:
         """The model's weights and buffers on the CPU, rank 0's under torch.distributed."""
         weights = {name: value.detach().to("cpu", copy=True) for name, value in unwrap_model(self.model).state_dict().items()}
-        if _distributed()[1] > 1:
+        if rank_and_world()[1] > 1:
             shared = [weights]
             dist.broadcast_object_list(shared, src=0)
             weights = shared[0]
@@ -184,9 +180,9 @@ class RefreshedSaliency:
             dataset_key=self.dataset_key, **self.build_options,
         )  # fmt: skip
         if previous is not None and previous.path is not None and previous.path != self._cache.path:
-            if _distributed()[1] > 1:
+            if rank_and_world()[1] > 1:
                 dist.barrier()  # every rank has left the previous file
-            if _distributed()[0] == 0:
+            if rank_and_world()[0] == 0:
                 previous.path.unlink(missing_ok=True)
         self.epoch, self.weights = epoch, weights
         self.passes += 1
