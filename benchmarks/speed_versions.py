@@ -8,7 +8,8 @@ The older package is imported under another name, so both mixers (the bundled
 training steps they are compared with: on a shared machine only ratios from one run mean
 anything. Figures (issue 14): mixing and its share of a CIFAR ResNet-20 step at 32x32 batch
 128, self-saliency (CAMs of the model being trained) as a share of that step, ``prob`` 0.5
-against 1, and mixing at 224x224 batch 64 against timm's Mixup.
+against 1, and mixing at 224x224 batch 64 against timm's Mixup, for both bundled mixers, without
+and with the input checks that are on by default on a CPU (``check_inputs=None``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ import tmix_aug
 import tmix_aug.models  # noqa: F401  (registers cifar_resnet20 with timm)
 from speed import median_times, training_step
 from tmix_aug.atomic import write_atomic
+
+
+# The bundled mixers timed at 224 px: the default for images of 46 px and up, then the CIFAR one.
+BIG_MIXERS = ("tinyimagenet-mobilenetv2", "cifar10-resnet20")
 
 
 def import_copy(path: Path, name: str = "tmix_before"):
@@ -78,18 +83,18 @@ def main() -> None:
     big_y = torch.randint(0, 10, (64,))
     big_maps = torch.rand(64, 7, 7)
     timm_mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, num_classes=10)
-    big_before = old.TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, check_inputs=False,
-                                                  saliency=lambda images, targets: big_maps)
-    big_after = tmix_aug.TransformMix.from_pretrained("cifar10-resnet20", num_classes=10, check_inputs=False)
-    big = median_times(
-        {
-            "timm Mixup": lambda: timm_mixup(big_x.clone(), big_y),
-            "before: TransformMix, saliency given": lambda: big_before(big_x, big_y),
-            "after: TransformMix, saliency given": lambda: big_after(big_x, big_y, saliency=big_maps),
-        },
-        args.repeats,
-        torch.device("cpu"),
-    )
+
+    def big_mixer(package, name, **kwargs):
+        return package.TransformMix.from_pretrained(name, num_classes=10, saliency=lambda images, targets: big_maps, **kwargs)
+
+    timed = {"timm Mixup": lambda: timm_mixup(big_x.clone(), big_y)}
+    for version, package in (("before", old), ("after", tmix_aug)):
+        for name in BIG_MIXERS:
+            mixer = big_mixer(package, name, check_inputs=False)
+            timed[f"{version}: {name}, saliency given"] = lambda m=mixer: m(big_x, big_y)
+            checked = big_mixer(package, name)
+            timed[f"{version}: {name}, saliency given, default input checks"] = lambda m=checked: m(big_x, big_y)
+    big = median_times(timed, args.repeats, torch.device("cpu"))
     plain = small["ResNet-20 step, no mixing"]
     lines = [
         "# Speed before and after (issue 14), one run", "", __doc__.split("\n\n", 2)[2].strip(), "",
@@ -107,13 +112,18 @@ def main() -> None:
     own = {v: (small[f"{v}: step with TransformMix, CAM of the model itself"] - plain)
            / small[f"{v}: step with TransformMix, CAM of the model itself"] for v in ("before", "after")}
     half = {v: small[f"{v}: mixing alone, prob 0.5"] / small[f"{v}: mixing alone"] for v in ("before", "after")}
-    wide = {v: big[f"{v}: TransformMix, saliency given"] / big["timm Mixup"] for v in ("before", "after")}
+    wide = {(v, name, checks): big[f"{v}: {name}, saliency given{checks}"] / big["timm Mixup"]
+            for v in ("before", "after") for name in BIG_MIXERS for checks in ("", ", default input checks")}
     rows = [
         ("mixer share of a ResNet-20 step, cached teacher saliency (mixing alone / step with it)", share, "{:.0%}", "<= 10%"),
         ("mixing alone / ResNet-20 step without mixing", alone, "{:.0%}", "<= 10%"),
         ("self-saliency share ((step with CAMs of the model itself - step without mixing) / step with them)", own, "{:.0%}", "<= 20%"),
         ("mixing at prob 0.5 / mixing at prob 1", half, "{:.0%}", "about 50%"),
-        ("224x224 batch 64: mixing / timm Mixup", wide, "{:.1f}x", "<= 3x"),
+    ]
+    rows += [
+        (f"224x224 batch 64: mixing / timm Mixup, `{name}`{checks}",
+         {v: wide[(v, name, checks)] for v in ("before", "after")}, "{:.1f}x", "<= 3x")
+        for name in BIG_MIXERS for checks in ("", ", default input checks")
     ]
     lines += [f"| {name} | {fmt.format(v['before'])} | {fmt.format(v['after'])} | {goal} |" for name, v, fmt, goal in rows]
     text = "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from conftest import TinyClassifier, blob_batch
 
 from tmix_aug import MixResult, TransformMix
+from tmix_aug.checks import all_finite
 from tmix_aug.functional import warp
 from tmix_aug.mixer import MODES
 
@@ -288,6 +289,24 @@ def test_bad_input_is_named(make, error, words, batch):
     with pytest.raises(error) as info:
         TransformMix(5, k=3).mix(x, y)
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_all_finite_agrees_with_the_elementwise_check(dtype):
+    """The one-sum shortcut decides as ``torch.isfinite(x).all()`` does, also when the sum overflows."""
+    big = torch.finfo(dtype).max
+    cases = {
+        "ordinary": torch.randn(4, 3, 5, 5),
+        "nan in one pixel": torch.randn(300).index_fill(0, torch.tensor([137]), float("nan")).view(4, 3, 5, 5),
+        "inf and -inf": torch.tensor([float("inf"), float("-inf"), 1.0]),
+        "-inf alone": torch.tensor([0.0, float("-inf")]),
+        "finite values whose sum overflows": torch.full((8,), big, dtype=torch.float64),
+    }
+    for name, values in cases.items():
+        x = values.to(dtype)
+        assert all_finite(x) == bool(torch.isfinite(x).all()), name
+    assert not all_finite(torch.tensor([float("nan")]).to(dtype))
+    assert all_finite(torch.full((8,), big, dtype=dtype))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from test_mixer import gen, searched_like
 
 from tmix_aug import TransformMix
 from tmix_aug.baselines import Mixup, SaliencyMix
-from tmix_aug.functional import affine_grid, balanced_softmax, blend, warp, warp_and_blend
+from tmix_aug.functional import affine_grid, balanced_softmax, blend, blend_from_batch, warp
 
 
 
@@ -21,13 +21,29 @@ def test_affine_grid_matches_torch():
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_warp_and_blend_matches_blend_of_warped_inputs(k):
+@pytest.mark.parametrize("warped", [True, False])
+def test_blend_from_batch_matches_blend_of_gathered_inputs(k, warped):
     x, _ = blob_batch(n=6, size=20)
     index = torch.stack([torch.randperm(6, generator=gen(j)) for j in range(k)], dim=1)[:4]
     thetas = torch.eye(2, 3) + 0.3 * torch.randn(4, k, 2, 3, generator=gen(9))
     masks = torch.rand(4, k, 20, 20, generator=gen(3)).softmax(dim=1)
-    expected = blend(warp(x[index], thetas), masks)
-    torch.testing.assert_close(warp_and_blend(x, index, thetas, masks), expected, rtol=1e-5, atol=1e-5)
+    if warped:
+        expected, got = blend(warp(x[index], thetas), masks), blend_from_batch(x, index, masks, thetas)
+    else:
+        expected, got = blend(x[index], masks), blend_from_batch(x, index, masks)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("warped", [True, False])
+def test_blend_from_batch_own_slot_reads_the_batch(warped):
+    """``first_is_own`` skips slot 0's gather and gives what the gather would."""
+    x, _ = blob_batch(n=6, size=20)
+    index = torch.stack([torch.arange(6), torch.randperm(6, generator=gen(1))], dim=1)
+    thetas = torch.eye(2, 3) + 0.3 * torch.randn(6, 2, 2, 3, generator=gen(9)) if warped else None
+    masks = torch.rand(6, 2, 20, 20, generator=gen(3)).softmax(dim=1)
+    torch.testing.assert_close(
+        blend_from_batch(x, index, masks, thetas, first_is_own=True), blend_from_batch(x, index, masks, thetas)
+    )
 
 
 class CountingSaliency:

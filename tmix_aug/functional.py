@@ -64,39 +64,45 @@ def warp(x: Tensor, thetas: Tensor) -> Tensor:
     return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view(n, k, c, h, w)
 
 
-def warp_and_blend(x: Tensor, index: Tensor, thetas: Tensor, masks: Tensor, *, first_is_own: bool = False) -> Tensor:
-    """``sum_k masks[:, k] * warp(x[index[:, k]], thetas[:, k])`` slot by slot.
+def blend_from_batch(
+    x: Tensor, index: Tensor, masks: Tensor, thetas: Tensor | None = None, *, first_is_own: bool = False
+) -> Tensor:
+    """``sum_k masks[:, k] * warp(x[index[:, k]], thetas[:, k])`` slot by slot (no warp without ``thetas``).
 
-    Same result as ``blend(warp(x[index], thetas), masks)`` without the (M, K, C, H, W) copy of
-    the inputs: slot k reads its images straight from the batch, and for K = 2 the blend is
-    one fused ``lerp``.
+    Same result as ``blend(warp(x[index], thetas), masks)`` (or ``blend(x[index], masks)``)
+    without the (M, K, C, H, W) copy of the inputs: slot k reads its images straight from the
+    batch, and for K = 2 the blend is one fused ``lerp``.
 
     Args:
         x: (N, C, H, W) the batch.
         index: (M, K) int64 batch element of each slot of the M mixed images.
-        thetas: (M, K, 2, 3) transforms (output -> input coordinates).
         masks: (M, K, H, W) weights summing to 1 over K.
+        thetas: (M, K, 2, 3) transforms (output -> input coordinates), or None: no warp.
         first_is_own: the caller guarantees ``index[:, 0] == arange(N)`` (every sample mixed),
             so slot 0 reads ``x`` itself without a gather.
 
     Returns:
-        (M, C, H, W) mixed images, in the dtype of ``thetas``.
+        (M, C, H, W) mixed images, in the dtype of ``masks``.
     """
     height, width = x.shape[-2:]
+    dtype = masks.dtype
     out = None
-    for slot in range(index.shape[1]):  # K is 2 or 3: one grid_sample per slot, each over the batch
-        grid = affine_grid(thetas[:, slot], height, width)
-        inputs = (x if slot == 0 and first_is_own else x.index_select(0, index[:, slot])).to(thetas.dtype)
-        moved = F.grid_sample(inputs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    for slot in range(index.shape[1]):  # K is 2 or 3: one pass per slot, each over the batch
+        inputs = (x if slot == 0 and first_is_own else x.index_select(0, index[:, slot])).to(dtype)
+        if thetas is None:
+            moved = inputs
+        else:
+            grid = affine_grid(thetas[:, slot].to(dtype), height, width)
+            moved = F.grid_sample(inputs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if index.shape[1] == 2:
             if out is None:
                 out = moved
             else:  # masks[:, 1] = 1 - masks[:, 0]: x1 + m0 * (x0 - x1)
-                out = torch.lerp(moved, out, masks[:, :1].to(moved.dtype))
+                out = torch.lerp(moved, out, masks[:, :1])
         elif out is None:
-            out = moved * masks[:, :1].to(moved.dtype)
+            out = moved * masks[:, :1]
         else:  # out of place: the search differentiates through it
-            out = torch.addcmul(out, moved, masks[:, slot : slot + 1].to(moved.dtype))
+            out = torch.addcmul(out, moved, masks[:, slot : slot + 1])
     return out
 
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from . import hub
 from .checks import check_bool, check_choice, check_int, check_positive
-from .functional import balanced_softmax, blend, identity_thetas, warp, warp_and_blend
+from .functional import balanced_softmax, blend_from_batch, identity_thetas, warp
 from .mixing import BatchMixer, MixedImages
 from .nets import PADDING_MODES, LocalizationNet, MaskNet
 from .registry import register_mixer
@@ -202,10 +202,8 @@ class TransformMix(BatchMixer, hub.HubMixin):
         logits = scores / self.temperature + lam.clamp_min(1e-12).log()[:, :, None, None]
         masks = balanced_softmax(logits, lam) if self.balance else logits.softmax(dim=1)
         masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False).contiguous()
-        if self.stn is not None:
-            images = warp_and_blend(x, index, thetas, masks, first_is_own=draw.rows is None)
-        else:
-            images = blend(x[index].float(), masks)
+        moves = thetas if self.stn is not None else None
+        images = blend_from_batch(x, index, masks, moves, first_is_own=draw.rows is None)
         if draw.rows is not None:
             unmixed = self._unmixed(x)
             return MixedImages(
