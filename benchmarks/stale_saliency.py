@@ -61,6 +61,7 @@ from working_size import scores
 MIXER = "cifar10-resnet20"
 NUM_CLASSES = 10
 MACHINE = "2-core CPU, shared, 1 thread"
+GENERATED = "<!-- written by benchmarks/stale_saliency.py from here on; the text above it is kept -->"
 
 
 def train_argv(args: argparse.Namespace, data_dir: Path) -> list[str]:
@@ -173,15 +174,17 @@ def report(args: argparse.Namespace, results: dict, log: dict, command: str) -> 
     train_wall = sum(s["wall_s"] for s in log.get("train_sittings", []))
     measure_cpu = sum(results[str(e)]["cpu_s"] for e in at)
     measure_wall = sum(results[str(e)]["wall_s"] for e in at)
+    summary = json.loads((args.work / "run" / "summary.json").read_text())
     lines = [
-        "# Stale self-saliency maps (`--saliency-refresh N`): what their age costs in mix quality",
+        "## How it was measured",
         "",
         __doc__.split("\n\n", 2)[2].strip(),
         "",
         f"Command: `{command}`; {MACHINE}. Training: {args.epochs} epochs, refresh every {args.refresh}, seed "
-        f"{args.seed}; {train_cpu / 60:.1f} CPU min ({train_wall / 60:.1f} min wall). Measuring: {first['images']} "
-        f"training images, {args.seeds} draws, batches of {args.batch_size}; {measure_cpu / 60:.1f} CPU min "
-        f"({measure_wall / 60:.1f} min wall).",
+        f"{args.seed}; {train_cpu / 60:.1f} CPU min ({train_wall / 60:.1f} min wall); top-1 on the 500 monitor "
+        f"test images {summary['last']['eval_top1']:.1f}% at the end (best {summary['best']['top1']:.1f}% at "
+        f"epoch {summary['best']['epoch']}). Measuring: {first['images']} training images, {args.seeds} draws, "
+        f"batches of {args.batch_size}; {measure_cpu / 60:.1f} CPU min ({measure_wall / 60:.1f} min wall).",
         "",
         "## Map similarity to the fresh maps (the maps at S, [0, 1])",
         "",
@@ -231,7 +234,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="draws of partners and lambdas")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--teacher-checkpoint", default=str(CIFAR_TEACHER))
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/stale_saliency.md"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/stale_saliency.md"),
+                        help="the report; rewritten from its marker line on, the text above the marker is kept")
     args = parser.parse_args()
     for name in ("epochs", "refresh", "images", "seeds", "batch_size"):
         if getattr(args, name) < 1:
@@ -270,6 +274,10 @@ def main() -> None:
         print(f"epoch {epoch}: measured in {result['wall_s']:.0f} s", flush=True)
     command = "OMP_NUM_THREADS=1 python benchmarks/stale_saliency.py " + shlex.join(sys.argv[1:])
     text = report(args, state["results"], state["log"], command.strip())
+    kept = "# Stale self-saliency maps (`--saliency-refresh N`): what their age costs in mix quality\n\n"
+    if args.output.exists() and GENERATED in args.output.read_text():
+        kept = args.output.read_text().split(GENERATED)[0]
+    text = f"{kept}{GENERATED}\n\n{text}"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.output, lambda tmp: Path(tmp).write_text(text))
     print(text)
