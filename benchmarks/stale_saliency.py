@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shlex
 import statistics
@@ -119,10 +118,10 @@ def measure_epoch(args: argparse.Namespace, epoch: int, dataset, indices: list[i
     """Similarities and per-draw (CE, top-2) of every row at ``epoch``, under both judges."""
     run = args.work / "run"
     mixer = TransformMix.from_pretrained(MIXER, num_classes=NUM_CLASSES)
-    view = clean_view((32, 32), *(timm.create_model("cifar_resnet20").pretrained_cfg[k] for k in ("mean", "std")))
+    model = load_model(run, epoch)
+    view = clean_view(*(model.pretrained_cfg[k] for k in ("input_size", "mean", "std")))  # the refresh's view
     x = torch.stack([view(dataset[i][0]) for i in indices])
     y = torch.tensor([dataset[i][1] for i in indices])
-    model = load_model(run, epoch)
 
     def maps_of(source) -> torch.Tensor:
         return compute_maps(dataset, source, num_classes=NUM_CLASSES, transform=view, map_size=mixer.size, indices=indices)
