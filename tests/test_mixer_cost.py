@@ -201,3 +201,22 @@ def test_draw_says_on_the_host_which_samples_and_inputs_are_needed():
     assert torch.equal(draw.inputs[draw.slots], draw.index[rows])
     everyone = draw_mix(20, 3, 1.0, 1.0, "cpu", gen(3))
     assert everyone.rows is None and everyone.inputs is None and everyone.slots is None
+
+
+def test_torch_compile_gives_the_eager_mix():
+    """``torch.compile(mixer)`` runs (the host-side draws stay outside the graph) and mixes as eager does.
+
+    ``aot_eager`` traces and partitions the graph as inductor would, without generating code,
+    so the check stays cheap on a CPU; the rounding of the traced ops may differ slightly.
+    """
+    x, y = blob_batch(n=6, num_classes=5, size=16)
+    maps = torch.rand(6, 4, 4, generator=gen(5))
+    mixer = searched_like(TransformMix(5, size=8, saliency=lambda images, targets: maps, check_inputs=False))
+    compiled = torch.compile(mixer, backend="aot_eager")
+    torch.manual_seed(3)
+    images, targets = compiled(x, y)
+    torch.manual_seed(3)
+    expected_images, expected_targets = mixer(x, y)
+    torch.testing.assert_close(images, expected_images, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(targets, expected_targets, rtol=0, atol=0)
+    assert not torch.equal(images, x)  # it mixed
