@@ -112,9 +112,8 @@ def main() -> None:
                 per_draw[name].append((statistics.mean(v[0] for v in values), statistics.mean(v[1] for v in values)))
     command = ["python benchmarks/working_size.py", "--data-dir", str(args.data_dir), "--teacher-checkpoint", args.teacher_checkpoint,
                "--limit", str(args.limit), "--seeds", str(args.seeds)]
-    defaults = {"teacher": "cifar_resnet20", "num_classes": 10, "base": "cifar10-resnet20", "cam_input_size": 16}
-    for key, default in defaults.items():
-        if getattr(args, key) != default:
+    for key in ("teacher", "num_classes", "base", "cam_input_size"):
+        if getattr(args, key) != parser.get_default(key):
             command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     command += ["--sizes", *map(str, args.sizes)] if args.sizes is not None else []
     command += ["--mixer", *args.mixer] if args.mixer else []

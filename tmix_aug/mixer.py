@@ -202,8 +202,8 @@ class TransformMix(BatchMixer, hub.HubMixin):
         logits = scores / self.temperature + lam.clamp_min(1e-12).log()[:, :, None, None]
         masks = balanced_softmax(logits, lam) if self.balance else logits.softmax(dim=1)
         masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False).contiguous()
-        moves = thetas if self.stn is not None else None
-        images = blend_from_batch(x, index, masks, moves, first_is_own=draw.rows is None)
+        moved = thetas if self.stn is not None else None  # without a transformer nothing is warped
+        images = blend_from_batch(x, index, masks, moved, first_is_own=draw.rows is None)
         if draw.rows is not None:
             unmixed = self._unmixed(x)
             return MixedImages(
