@@ -32,6 +32,7 @@ def acc():
                 "--smoothing", "0", "-j", "0", "--no-progress", "--checkpoint-hist", "1", "--mix-grid", "",
             ),
             teacher_args=("--saliency", "spectral"),
+            mixer="cifar10-resnet20",
         )
     )
     yield module
