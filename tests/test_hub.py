@@ -316,3 +316,13 @@ def test_bundled_mixer_chosen_by_image_size(tmp_path, monkeypatch):
     assert [hub.choose_bundled(size) for size in (8, 20, 32, 40, 50, 224)] == [
         "unlabelled", "unlabelled", "small", "small", "large", "large"
     ]
+
+
+def test_bundled_mixer_for_the_same_image_size_prefers_the_smaller_working_size(tmp_path, monkeypatch):
+    # "a" comes first by name, "b" runs its networks at S = 8 instead of 16: b costs less, so b is chosen
+    searched().save_pretrained(tmp_path / "a", card_data={"image_size": 32})
+    TransformMix(5, size=8).save_pretrained(tmp_path / "b", card_data={"image_size": 32})
+    TransformMix(5, size=8).save_pretrained(tmp_path / "c", card_data={"image_size": 32})
+    monkeypatch.setattr(hub, "BUNDLED_DIR", tmp_path)
+    assert [hub.bundled_working_size(n) for n in "abc"] == [16, 8, 8]
+    assert hub.choose_bundled(32) == "b"  # b and c tie on both: the first name

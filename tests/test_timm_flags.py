@@ -181,8 +181,8 @@ def test_transformmix_alone_picks_the_bundled_mixer_for_the_image_size(caplog):
     args.rank = 0
     with caplog.at_level("INFO", logger="tmix_aug.train"):
         mixer = build_mixer(args, 4, torch.nn.Identity(), torch.device("cpu"))
-    assert args.mixer_path == "cifar10-resnet20" and mixer.k == 2
-    assert "using the bundled mixer 'cifar10-resnet20' (made for 32 px images; these are 16 px)" in caplog.text
+    assert args.mixer_path == "cifar10-resnet20-s16" and mixer.k == 2 and mixer.size == 16
+    assert "using the bundled mixer 'cifar10-resnet20-s16' (made for 32 px images; these are 16 px)" in caplog.text
 
 
 def test_a_runtime_error_is_not_a_usage_error(monkeypatch):

@@ -323,15 +323,24 @@ def bundled_image_size(name: str) -> int:
     found = re.search(r"Input: \(\d+, (\d+), (\d+)\)", card.text) if card is not None else None
     if found:
         return int(found.group(2))
-    return int(json.loads((directory / CONFIG_NAME).read_text())["size"])
+    return bundled_working_size(name)
+
+
+def bundled_working_size(name: str) -> int:
+    """The working resolution S of a bundled mixer's networks (``size`` in its config.json)."""
+    return int(json.loads((BUNDLED_DIR / name / CONFIG_NAME).read_text())["size"])
 
 
 def choose_bundled(image_size: int) -> str:
-    """The bundled mixer made for the image size nearest ``image_size`` (by ratio; ties: first name)."""
+    """The bundled mixer made for the image size nearest ``image_size`` (by ratio). Of mixers made
+    for the same size, the one with the smallest working size S, which costs least; then the first name.
+    """
     names = bundled_names()
     if not names:
         raise FileNotFoundError("--mixer-path: no mixer is bundled with this install; pass a directory or a Hub repo id")
-    return min(names, key=lambda name: abs(math.log(bundled_image_size(name) / image_size)))
+    return min(
+        names, key=lambda name: (abs(math.log(bundled_image_size(name) / image_size)), bundled_working_size(name), name)
+    )
 
 
 class HubMixin:
