@@ -230,6 +230,10 @@ def small_network_shares(rows: list[tuple[str, float, float]], extra_mixers: Seq
             f"| `{path}` (S = {size}): mixer share of the step, cached teacher saliency | {t[alone_name] / (plain + t[alone_name]):.0%} "
             f"| {(t[step_name] - plain) / t[step_name]:.0%} | <= 10% |",
             f"| `{path}` (S = {size}): its two networks alone / a ResNet-20 step without mixing | {t[networks_name] / plain:.0%} | | |",
+            f"| `{path}` (S = {size}): self-saliency share (its mixing and the CAM pass of the model itself) "
+            f"| {(t[alone_name] + cam) / (plain + t[alone_name] + cam):.0%} | | <= 20% |",
+            f"| `{path}` (S = {size}): the same, CAM pass at 16 px "
+            f"| {(t[alone_name] + cam_16) / (plain + t[alone_name] + cam_16):.0%} | | <= 20% |",
         ]
     return "\n".join(lines) + "\n"
 
