@@ -478,6 +478,10 @@ def run_cell(cell: Cell, work: Path, results: Path, log=print) -> dict[str, Any]
     if action in ("start", "resume"):
         run_argv = argv + (["--resume", str(folder / "last.pth.tar")] if action == "resume" else [])
         log(f"[{_now()}] {action} {cell.key}: tmix-train {shlex.join(run_argv)}")
+        began = _now()
+        # A sitting killed outright (the end of a session) never reaches the ``finally`` below;
+        # this marker lets the record count it as untimed instead of silently losing it.
+        append_record(sittings_path, {"action": action, "began": began})
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         returncode = None
@@ -491,6 +495,7 @@ def run_cell(cell: Cell, work: Path, results: Path, log=print) -> dict[str, Any]
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             append_record(sittings_path, {
                 "action": action,
+                "began": began,
                 "wall_s": time.perf_counter() - start,
                 "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
                 "returncode": returncode,
@@ -505,7 +510,10 @@ def run_cell(cell: Cell, work: Path, results: Path, log=print) -> dict[str, Any]
     scoring_start = time.perf_counter()
     test = evaluate(summary, folder, protocol.test_split, data_dir)
     train = evaluate(summary, folder, protocol.train_split, data_dir)
-    sittings = read_records(sittings_path)
+    entries = read_records(sittings_path)
+    sittings = [s for s in entries if "wall_s" in s]  # the timed ones
+    timed_beginnings = {s.get("began") for s in sittings}
+    untimed = sum(1 for s in entries if "wall_s" not in s and s["began"] not in timed_beginnings)
     last = summary["epochs"][-1]
     record = {
         "protocol": cell.protocol,
@@ -519,6 +527,9 @@ def run_cell(cell: Cell, work: Path, results: Path, log=print) -> dict[str, Any]
         "wall_s": sum(s["wall_s"] for s in sittings),
         "cpu_s": sum(s["cpu_s"] for s in sittings),
         "sittings": len(sittings),
+        # sittings that began but were killed before they could be timed: wall_s and cpu_s
+        # leave them out, so they are lower bounds when this is > 0
+        "untimed_sittings": untimed,
         "scoring_s": time.perf_counter() - scoring_start,
         "epochs": len(summary["epochs"]),
         "test_top1": test["top1"],
@@ -631,7 +642,9 @@ def write_markdown(records: list[dict[str, Any]], path: Path) -> str:
         "a claim that a mixer is better also needs its lead over that baseline to exceed the larger of the "
         "two standard deviations.",
         "",
-        f"Machine: {MACHINE_NOTE}. CPU min: CPU time of the training run, per cell.",
+        f"Machine: {MACHINE_NOTE}. CPU min: CPU time of the training run, per cell (>=: a sitting of "
+        "some cell was killed before it could be timed, so its time is missing; cells recorded before "
+        "28 Nov 2026 do not say).",
         "",
     ]
     for protocol in PROTOCOLS:
@@ -654,7 +667,8 @@ def write_markdown(records: list[dict[str, Any]], path: Path) -> str:
                 f"{_fmt([r['test_top1'] for r in rs])} | {_fmt([r['test_top5'] for r in rs])} | "
                 f"{_fmt([r['monitor_best_top1'] for r in rs])} | {_fmt([r['train_clean_top1'] for r in rs])} | "
                 f"{_fmt([r['train_clean_top1'] - r['test_top1'] for r in rs])} | "
-                f"{_fmt([r['final_train_loss'] for r in rs], 3)} | {_fmt([r['cpu_s'] / 60 for r in rs], 1)} | "
+                f"{_fmt([r['final_train_loss'] for r in rs], 3)} | {'>= ' if any(r.get('untimed_sittings') for r in rs) else ''}"
+                f"{_fmt([r['cpu_s'] / 60 for r in rs], 1)} | "
                 f"{goal or ''} |"
             )
         lines.append("")

@@ -62,6 +62,7 @@ def test_cell_runs_records_and_is_skipped_on_rerun(acc, tmp_path):
     assert stored["monitor_best_top1"] == max(stored["curves"]["monitor_top1"])
     assert stored["final_train_loss"] == stored["curves"]["train_loss"][-1]
     assert stored["wall_s"] > 0 and stored["cpu_s"] > 0 and stored["sittings"] == 1
+    assert stored["untimed_sittings"] == 0
     assert stored["cam_map_hw"] is None  # Mixup reads no saliency
     assert {"torch", "timm", "tmix_aug", "python"} <= set(stored["versions"])
 
@@ -69,6 +70,20 @@ def test_cell_runs_records_and_is_skipped_on_rerun(acc, tmp_path):
     assert acc.plan(cell, tmp_path, results) == "skip"
     assert acc.run_cell(cell, tmp_path, results) is None
     assert len(results.read_text().splitlines()) == 1
+
+
+def test_a_sitting_killed_before_it_was_timed_is_counted_as_untimed(acc, tmp_path):
+    results = tmp_path / "accuracy.jsonl"
+    cell = acc.Cell("tiny", "none", 2)
+    folder = cell.folder(tmp_path)
+    # an earlier sitting killed outright (only its marker), and one timed by an older harness (no marker)
+    acc.append_record(folder / "sittings.jsonl", {"action": "start", "began": "2026-01-01 00:00:00 UTC"})
+    acc.append_record(folder / "sittings.jsonl", {"action": "resume", "wall_s": 5.0, "cpu_s": 4.0, "returncode": None})
+    record = acc.run_cell(cell, tmp_path, results, log=lambda message: None)
+    assert record["untimed_sittings"] == 1 and record["sittings"] == 2
+    assert record["wall_s"] > 5.0 and record["cpu_s"] > 4.0
+    table = acc.write_markdown([record], tmp_path / "accuracy.md")
+    assert "| >= " in table
 
 
 def test_plan_resumes_records_and_refuses_changed_flags(acc, tmp_path):
@@ -114,15 +129,24 @@ def test_aggregate_mean_and_sample_std(acc):
         acc.aggregate(records + [_record("mixup", 0, 1.0)])
 
 
-def test_verdict_needs_best_baseline_plus_its_std(acc):
-    records = [_record("mixup", s, v) for s, v in enumerate((50.0, 52.0))]  # 51 ± 1.414
-    records += [_record("cutmix", s, v) for s, v in enumerate((40.0, 41.0))]
-    records += [_record("transformmix-self", s, v) for s, v in enumerate((52.0, 52.5))]  # 52.25
+def test_verdict_needs_best_baseline_plus_its_std_and_a_lead_beyond_the_spread(acc):
+    records = [_record("mixup", s, v) for s, v in enumerate((50.0, 52.0, 54.0))]  # 52 ± 2
+    records += [_record("cutmix", s, v) for s, v in enumerate((40.0, 41.0, 42.0))]  # 41 ± 1
+    records += [_record("transformmix-self", s, v) for s, v in enumerate((51.0, 52.0, 53.0))]  # 52 ± 1
+    records += [_record("saliency-softmax-teacher", s, v) for s, v in enumerate((53.0, 54.0, 55.0))]  # 54 ± 1
+    records += [_record("transformmix-teacher", s, v) for s, v in enumerate((55.0, 55.5, 56.0))]  # 55.5 ± 0.5
     stats = acc.aggregate(records)
-    assert acc.verdict(stats, "tiny", "transformmix-self").startswith("misses (needs 52.41)")
-    records += [_record("transformmix-teacher", s, v) for s, v in enumerate((53.0, 53.0))]
-    assert acc.verdict(acc.aggregate(records), "tiny", "transformmix-teacher").startswith("meets")
-    assert acc.verdict(acc.aggregate(records[:2] + records[4:]), "tiny", "transformmix-self") is None
+    assert acc.verdict(stats, "tiny", "transformmix-self") == "misses (needs 54.00); lead +0.00 vs spread 2.00: no claim"
+    # on the bar exactly, but a lead of 2 is not beyond Mixup's spread of 2
+    assert acc.verdict(stats, "tiny", "saliency-softmax-teacher") == (
+        "meets (needs 54.00); lead +2.00 vs spread 2.00: no claim"
+    )
+    assert acc.verdict(stats, "tiny", "transformmix-teacher").endswith("lead +3.50 vs spread 2.00: better beyond the spread")
+    # no verdict until the method and both baselines have 3 seeds
+    two_seeds_of_ours = [r for r in records if not (r["method"] == "transformmix-teacher" and r["seed"] == 2)]
+    assert acc.verdict(acc.aggregate(two_seeds_of_ours), "tiny", "transformmix-teacher") is None
+    two_seeds_of_cutmix = [r for r in records if not (r["method"] == "cutmix" and r["seed"] == 2)]
+    assert acc.verdict(acc.aggregate(two_seeds_of_cutmix), "tiny", "transformmix-teacher") is None
 
 
 def test_balanced_pick_is_seeded_and_balanced(acc):
