@@ -12,6 +12,10 @@ per batch); the classifier then scores each mixed image:
 - top-2 recovery: the two classes of the mixed image are exactly its top-2 predictions;
 - top-1 in: the top-1 prediction is one of the two classes;
 - share gap: mean over images of sum_k (share of the image shown from input k - lambda_k)^2.
+
+A second table compares every other method with the first --mixer image by image (the same
+mixes, pooled over the draws): the mean difference in cross-entropy and in top-2 recovery,
+each with its standard error. A lead counts only where it exceeds twice its standard error.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from torch.utils.data import DataLoader
 import tmix_aug  # noqa: F401  (registers the CIFAR models with timm)
 from tmix_aug import TransformMix
 from tmix_aug.baselines import CutMix, Mixup
-from tmix_aug.search import compare_mixers
+from tmix_aug.search import compare_mixers, paired_gap
 
 
 def main() -> None:
@@ -94,7 +98,7 @@ def main() -> None:
     rows = []
     for seed in range(args.seeds):
         loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=2)
-        rows.append(compare_mixers(judge, mixers, loader, seed=seed))
+        rows.append(compare_mixers(judge, mixers, loader, seed=seed, per_image=True))
     lines = [
         f"Judge: `{args.classifier}` ({args.classifier_checkpoint}); saliency from "
         f"`{args.saliency_model or args.classifier}`; {rows[0]['mixup']['images']} "
@@ -111,11 +115,48 @@ def main() -> None:
             for key in ("cross_entropy", "top2_both", "top1_in", "calibrated_cross_entropy", "area_gap")
         )
         lines.append(f"| {name} | {ce:.4f} | {100 * top2:.2f}% | {100 * top1:.2f}% | {calibrated:.4f} | {gap:.4f} |")
+    lines += paired_table(rows, list(mixers))
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
+
+
+def paired_table(rows: list[dict], names: list[str]) -> list[str]:
+    """Markdown lines: each method after the first against the first, image by image.
+
+    Args:
+        rows: one ``compare_mixers(..., per_image=True)`` result per draw.
+        names: the methods, the reference first.
+    """
+    reference, pooled = names[0], {}
+    for name in names:
+        pooled[name] = {
+            key: torch.cat([r[name][key] for r in rows]) for key in ("cross_entropy_per_image", "top2_both_per_pair")
+        }
+
+    def lead(mean: float, error: float) -> str:
+        return "yes" if mean > 2 * error else "no"
+
+    lines = [
+        "",
+        f"Against {reference}, on the same mixes ({len(pooled[reference]['cross_entropy_per_image'])} mixed images, "
+        f"{len(pooled[reference]['top2_both_per_pair'])} of two different classes, pooled over the draws): "
+        "the method's score minus the reference's, mean ± standard error. The reference leads where the "
+        "difference exceeds twice its standard error (cross-entropy above 0, top-2 below 0).",
+        "",
+        "| method | cross-entropy difference | reference leads | top-2 recovery difference (points) | reference leads |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names[1:]:
+        ce, ce_error = paired_gap(pooled[name]["cross_entropy_per_image"], pooled[reference]["cross_entropy_per_image"])
+        top2, top2_error = paired_gap(pooled[name]["top2_both_per_pair"], pooled[reference]["top2_both_per_pair"])
+        lines.append(
+            f"| {name} | {ce:+.4f} ± {ce_error:.4f} | {lead(ce, ce_error)} "
+            f"| {100 * top2:+.2f} ± {100 * top2_error:.2f} | {lead(-top2, top2_error)} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

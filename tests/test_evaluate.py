@@ -5,7 +5,7 @@ from torch import nn
 
 from tmix_aug import TransformMix
 from tmix_aug.baselines import CutMix, Mixup
-from tmix_aug.search import compare_mixers
+from tmix_aug.search import compare_mixers, paired_gap
 from tmix_aug.sampling import draw_mix
 from tmix_aug.search.evaluate import area_gap
 
@@ -66,3 +66,28 @@ def test_area_gap_reference():
 def test_no_batches_is_an_error():
     with pytest.raises(ValueError, match="batches: expected at least one batch"):
         compare_mixers(FixedLogits(), {"mixup": Mixup(4)}, [])
+
+
+def test_per_image_scores_add_up_to_the_means_in_the_same_order_for_every_mixer():
+    mixers = {"mixup": Mixup(4), "cutmix": CutMix(4), "same": Mixup(4)}
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(192, 4))
+    results = compare_mixers(classifier, mixers, batches(classes=(0, 1, 2, 3)), per_image=True)
+    plain = compare_mixers(classifier, mixers, batches(classes=(0, 1, 2, 3)))
+    for name, scores in results.items():
+        losses, both = scores["cross_entropy_per_image"], scores["top2_both_per_pair"]
+        assert losses.shape == (12,) and both.dtype == torch.bool
+        assert losses.mean().item() == pytest.approx(scores["cross_entropy"], rel=1e-6)
+        assert both.float().mean().item() == pytest.approx(scores["top2_both"])
+        assert {k: v for k, v in scores.items() if not isinstance(v, torch.Tensor)} == plain[name]
+    assert torch.equal(results["mixup"]["cross_entropy_per_image"], results["same"]["cross_entropy_per_image"])
+    assert len(results["mixup"]["top2_both_per_pair"]) == len(results["cutmix"]["top2_both_per_pair"])
+
+
+def test_paired_gap_is_the_mean_difference_and_its_standard_error():
+    reference = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    mean, error = paired_gap(reference + torch.tensor([0.1, 0.3, 0.1, 0.3]), reference)
+    assert mean == pytest.approx(0.2)
+    assert error == pytest.approx(torch.tensor([0.1, 0.3, 0.1, 0.3]).std().item() / 2)
+    assert paired_gap(torch.tensor([True, False, True]), torch.tensor([False, False, True]))[0] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="scores, reference: expected two"):
+        paired_gap(torch.zeros(3), torch.zeros(4))

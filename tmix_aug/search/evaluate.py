@@ -20,7 +20,8 @@ def compare_mixers(
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
-) -> dict[str, dict[str, float]]:
+    per_image: bool = False,
+) -> dict[str, dict]:
     """Score every mixer on the same held-out mixes.
 
     Each batch gets one draw of partners and lambdas, shared by all mixers, so the figures
@@ -37,21 +38,27 @@ def compare_mixers(
     - ``area_gap``: how far the inputs' shares of the image are from their label weights
       (see ``area_gap``; 0 for Mixup, CutMix and balanced masks).
 
+    With ``per_image``, each mixer also gets ``cross_entropy_per_image`` (M,) and
+    ``top2_both_per_pair`` (P,) bool over the P mixed images of two different classes, in the
+    same order for every mixer, so that two mixers can be compared image by image
+    (``paired_gap``).
+
     Args:
         classifier: any (N, C, H, W) -> (N, num_classes) model; put in eval mode here.
         mixers: name -> mixer, all with the same ``num_classes`` and ``k``.
         batches: (images (N, C, H, W), int64 labels (N,)) normalised for the classifier.
         seed: seeds the shared draws.
         device: where to compute.
+        per_image: also return the per-image scores above (on the CPU).
 
     Returns:
         name -> {"cross_entropy", "calibrated_cross_entropy", "temperature", "top2_both", "top1_in",
-        "area_gap", "images"}.
+        "area_gap", "images"} (floats; "images" an int), plus the per-image tensors with ``per_image``.
     """
     first = next(iter(mixers.values()))
     generator = torch.Generator().manual_seed(seed)
     classifier = classifier.eval()
-    scored = {name: {"logits": [], "targets": [], "top2_both": 0, "top1_in": 0, "area_gap": 0.0} for name in mixers}
+    scored = {name: {"logits": [], "targets": [], "top2_both": [], "top1_in": 0, "area_gap": 0.0} for name in mixers}
     pairs = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
@@ -69,7 +76,7 @@ def compare_mixers(
             record["targets"].append(mix_labels(labels, lam, draw.index))
             top2 = logits.topk(2, dim=-1).indices.sort(dim=-1).values
             both = (top2 == classes[:, :2].sort(dim=-1).values).all(-1)
-            record["top2_both"] += int((both & distinct).sum())
+            record["top2_both"].append(both[distinct].cpu())
             record["top1_in"] += int((logits.argmax(-1)[:, None] == classes).any(-1).sum())
             record["area_gap"] += float(area_gap(parts.masks, lam)) * x.shape[0]
     if not scored[next(iter(mixers))]["logits"]:
@@ -78,16 +85,44 @@ def compare_mixers(
     for name, record in scored.items():
         logits, targets = torch.cat(record["logits"]), torch.cat(record["targets"])
         beta = fit_inverse_temperature(logits, targets)
+        losses = torch.sum(-targets * logits.log_softmax(-1), -1)
+        top2_both = torch.cat(record["top2_both"])
         results[name] = {
-            "cross_entropy": float(torch.sum(-targets * logits.log_softmax(-1), -1).mean()),
+            "cross_entropy": float(losses.mean()),
             "calibrated_cross_entropy": float(torch.sum(-targets * (beta * logits).log_softmax(-1), -1).mean()),
             "temperature": float(1 / beta),
-            "top2_both": record["top2_both"] / max(pairs, 1),
+            "top2_both": int(top2_both.sum()) / max(pairs, 1),
             "top1_in": record["top1_in"] / len(logits),
             "area_gap": record["area_gap"] / len(logits),
             "images": len(logits),
         }
+        if per_image:
+            results[name]["cross_entropy_per_image"] = losses.cpu()
+            results[name]["top2_both_per_pair"] = top2_both
     return results
+
+
+def paired_gap(scores: Tensor, reference: Tensor) -> tuple[float, float]:
+    """Mean and standard error of a per-image difference between two mixers on the same mixes.
+
+    Pairing removes the image-to-image spread both mixers share (a hard image is hard for
+    both), so the standard error is that of the difference, not of either score.
+
+    Args:
+        scores: (M,) per-image scores of one mixer (e.g. ``cross_entropy_per_image``, or the
+            bool ``top2_both_per_pair``).
+        reference: (M,) the same scores of another mixer, on the same mixes in the same order.
+
+    Returns:
+        (mean of scores - reference, its standard error), floats.
+    """
+    if scores.shape != reference.shape or scores.dim() != 1 or len(scores) < 2:
+        raise ValueError(
+            f"scores, reference: expected two (M,) tensors with M >= 2 of the same mixes, got shapes "
+            f"{tuple(scores.shape)} and {tuple(reference.shape)}"
+        )
+    difference = scores.double() - reference.double()
+    return float(difference.mean()), float(difference.std() / len(difference) ** 0.5)
 
 
 def area_gap(masks: Tensor, lam: Tensor) -> Tensor:
