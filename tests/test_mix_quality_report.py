@@ -34,3 +34,20 @@ def test_paired_table_pools_the_draws_and_marks_only_leads_beyond_twice_the_erro
     # top-2: -1, 0, -1, 0 -> mean -50 points, error 28.87: not beyond twice the error
     assert worse[3] == "-50.00 ± 28.87" and worse[4].startswith("no")
     assert noisy[2] == "no"
+
+
+def test_same_batch_saliency_runs_the_source_once_per_batch(mix_quality):
+    calls = []
+
+    def source(images, targets):
+        calls.append(images.shape[0])
+        return images.mean(1) + targets.argmax(1)[:, None, None]
+
+    shared = mix_quality.SameBatchSaliency(source)
+    images, targets = torch.rand(3, 3, 4, 4), torch.eye(3)
+    first = shared(images, targets)
+    assert shared(images.clone(), targets.clone()) is first and calls == [3]
+    other = shared(images[:2], targets[:2])
+    assert calls == [3, 2] and torch.equal(other, source(images[:2], targets[:2]))
+    shared(images[:2], targets[[1, 0]])  # other targets pick other CAM classes: computed anew
+    assert calls == [3, 2, 2, 2]
