@@ -110,7 +110,8 @@ def run_facts() -> dict:
     """Versions and machine, for every result record."""
     return {
         "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()},
-        "machine": "GPU " + torch.cuda.get_device_name() if torch.cuda.is_available() else "2-core CPU, shared, 1 thread",
+        "machine": "GPU " + torch.cuda.get_device_name() if torch.cuda.is_available()
+        else f"{os.cpu_count()}-core CPU, shared, {torch.get_num_threads()} torch thread(s)",
     }
 
 
