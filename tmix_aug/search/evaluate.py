@@ -59,14 +59,12 @@ def compare_mixers(
     generator = torch.Generator().manual_seed(seed)
     classifier = classifier.eval()
     scored = {name: {"logits": [], "targets": [], "top2_both": [], "top1_in": 0, "area_gap": 0.0} for name in mixers}
-    pairs = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         draw = draw_mix(x.shape[0], first.k, first.alpha, 1.0, x.device, generator)
         labels = smooth_labels(y, first.num_classes)
         classes = y[draw.index]  # (N, K)
         distinct = classes[:, 0] != classes[:, 1]
-        pairs += int(distinct.sum())
         for name, mixer in mixers.items():
             parts = mixer.mix_images(x, labels, draw)
             lam = draw.lam if parts.lam is None else parts.lam
@@ -91,7 +89,7 @@ def compare_mixers(
             "cross_entropy": float(losses.mean()),
             "calibrated_cross_entropy": float(torch.sum(-targets * (beta * logits).log_softmax(-1), -1).mean()),
             "temperature": float(1 / beta),
-            "top2_both": int(top2_both.sum()) / max(pairs, 1),
+            "top2_both": int(top2_both.sum()) / max(len(top2_both), 1),  # over the pairs of two classes
             "top1_in": record["top1_in"] / len(logits),
             "area_gap": record["area_gap"] / len(logits),
             "images": len(logits),
